@@ -1,0 +1,54 @@
+"""The command line: help, version, the environment check, import order."""
+import subprocess
+import sys
+
+import pytest
+
+from parallel_ms import __version__
+from conftest import mpi_env
+
+
+def _py(args, **kw):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          env=mpi_env(), timeout=300, **kw)
+
+
+def test_help_and_version():
+    out = _py(["-m", "parallel_ms", "--help"])
+    assert out.returncode == 0 and "usage: parallel_ms" in out.stdout
+    out = _py(["-m", "parallel_ms", "--version"])
+    assert out.returncode == 0 and out.stdout.strip() == f"parallel_ms {__version__}"
+
+
+def test_unknown_command_is_a_one_line_error():
+    out = _py(["-m", "parallel_ms", "frobnicate"])
+    assert out.returncode == 2 and "invalid choice: 'frobnicate'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_info_under_mpiexec_two_ranks(mpiexec):
+    out = mpiexec(2, ["-m", "parallel_ms", "info"], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "torch.distributed all-reduce of 1..2 = 3 (MPI: 3)" in out.stdout
+    rank_lines = [line for line in out.stdout.splitlines() if line.startswith("rank ")]
+    assert [line.split()[1] for line in rank_lines] == ["0/2", "1/2"]
+    cells = [int(line.split(", ")[-1].split()[0]) for line in rank_lines]
+    assert sum(cells) == 512 and min(cells) > 0
+
+
+@pytest.mark.parametrize("first,second", [("torch", "firedrake"), ("firedrake", "torch")])
+def test_firedrake_and_torch_in_either_import_order(first, second):
+    prog = f"""
+import {first}, {second}
+import firedrake as fd, torch
+mesh = fd.UnitIntervalMesh(8)
+V = fd.FunctionSpace(mesh, "CG", 1)
+u = fd.Function(V).interpolate(fd.SpatialCoordinate(mesh)[0])
+x = torch.linspace(0, 1, 5, dtype=torch.float64, requires_grad=True)
+(x ** 2).sum().backward()
+print(fd.assemble(u * fd.dx), float(x.grad.sum()))
+"""
+    out = _py(["-c", prog])
+    assert out.returncode == 0, out.stderr
+    integral, grad_sum = map(float, out.stdout.split())
+    assert abs(integral - 0.5) < 1e-12 and abs(grad_sum - 5.0) < 1e-12
