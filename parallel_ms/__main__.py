@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 from parallel_ms import __version__
+
+#: subcommand -> module in parallel_ms.commands (each has add_parser and main)
+COMMANDS = ("info", "cases", "reference", "run", "gradcheck")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,9 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"parallel_ms {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="check and describe the parallel environment "
-                                       "(MPI, PETSc, Firedrake, torch.distributed, devices)")
-    info.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    for name in COMMANDS:
+        importlib.import_module(f"parallel_ms.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -29,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     # PETSc reads the command line as its options database (so -log_view etc. work); our own
     # arguments are not PETSc options and must not be reported as unused.
     os.environ.setdefault("FIREDRAKE_DISABLE_OPTIONS_LEFT", "1")
-    args = build_parser().parse_args(argv)
+    args, petsc_args = build_parser().parse_known_args(argv)
+    unknown = [a for a in petsc_args if a.startswith("--") or not a.startswith("-")]
+    if unknown:
+        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     from parallel_ms import parallel
 
-    if args.command in (None, "info"):
-        from parallel_ms import info
-        return parallel.run_main(lambda: info.main(getattr(args, "device", "auto")))
-    raise AssertionError(args.command)
+    command = importlib.import_module(f"parallel_ms.commands.{args.command or 'info'}")
+    return parallel.run_main(lambda: command.main(args))
 
 
 if __name__ == "__main__":

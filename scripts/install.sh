@@ -49,6 +49,10 @@ STACK=(petsc==3.26.0 petsc4py==3.26.0 mpi4py==4.1.2 h5py==3.16.0 libsupermesh==2
 APT_PACKAGES=(gcc g++ gfortran make bison flex pkg-config cmake libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev libmumps-ptscotch-dev libmumps-dev libscalapack-openmpi-dev libptscotch-dev
   libmetis-dev libopenblas-dev patchelf)
+# Debian's own python3 needs its headers and venv module from apt (a pyenv/conda Python has them).
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+  2>/dev/null || APT_PACKAGES+=(python3-dev)
+python3 -c 'import ensurepip' 2>/dev/null || APT_PACKAGES+=(python3-venv)
 T_START=$(date +%s)
 phase_start() { PHASE="$1"; T0=$(date +%s); echo "[install] $PHASE ..."; }
 phase_end() { echo "[install] $PHASE: ${1:-done} in $(( $(date +%s) - T0 )) s"; }
@@ -125,14 +129,21 @@ export HDF5_MPI=ON HDF5_INCLUDEDIR="$HDF5_INC" HDF5_LIBDIR="$HDF5_LIB"
 export PETSC_CONFIGURE_OPTIONS="$(echo $PETSC_OPTS)"
 unset PETSC_DIR PETSC_ARCH
 
-if [ -n "$WHEELHOUSE" ]; then
+STACK_STAMP="$VENV/.parallel_ms-stack"
+if [ -f "$STACK_STAMP" ] && [ "$(cat "$STACK_STAMP")" = "$(printf '%s\n' "${STACK[@]}")" ] \
+   && OMP_NUM_THREADS=1 "$PY" -c "import petsc4py, mpi4py, h5py, firedrake" 2>/dev/null; then
+  phase_start "compiled stack"
+  phase_end "already installed (${STACK[*]})"
+elif [ -n "$WHEELHOUSE" ]; then
   phase_start "compiled stack from wheelhouse $WHEELHOUSE"
   "${PIP[@]}" --find-links "$WHEELHOUSE" \
     --only-binary petsc,petsc4py,mpi4py,h5py,libsupermesh,firedrake "${STACK[@]}"
   phase_end
 else
   # From source: each package becomes a wheel in build/wheels (reused by later runs and by
-  # scripts/export-wheelhouse.sh), then is installed, so the next one builds against it.
+  # scripts/export-wheelhouse.sh), then is installed so the next one builds against it. Two
+  # lanes run concurrently: PETSc -> petsc4py, and mpi4py -> h5py -> libsupermesh; pip installs
+  # into the venv are serialised with a lock.
   mkdir -p "$BUILD_WHEELS"
   build_one() {  # build_one SPEC [pip wheel options...]
     local spec="$1"; shift
@@ -140,20 +151,35 @@ else
     if ! ls "$BUILD_WHEELS"/"${name//-/_}"-"$version"-*.whl >/dev/null 2>&1; then
       phase_start "build $spec from source"
       "$PY" -m pip wheel -q --no-deps --no-binary "$name" -w "$BUILD_WHEELS" "$@" "$spec"
+      if [ "$name" = firedrake ]; then  # absolute RUNPATHs into this venv -> $ORIGIN-relative
+        "$PY" "$ROOT/scripts/relocate_wheel.py" "$BUILD_WHEELS"/firedrake-"$version"-*.whl
+      fi
       phase_end
     fi
     phase_start "install $spec"
-    "${PIP[@]}" --find-links "$BUILD_WHEELS" --only-binary "$name" "$spec"
+    flock "$BUILD_WHEELS/.pip.lock" "${PIP[@]}" --find-links "$BUILD_WHEELS" --only-binary "$name" "$spec"
     phase_end
   }
-  build_one petsc==3.26.0
-  build_one petsc4py==3.26.0 --no-build-isolation
-  build_one mpi4py==4.1.2
-  build_one h5py==3.16.0 --no-build-isolation
-  build_one libsupermesh==2026.3
+  lane() {  # lane NAME SPEC... : build the specs in order, output prefixed with [NAME]
+    local label="$1"; shift
+    ( set -e; for spec in "$@"; do
+        case "$spec" in
+          petsc==*|mpi4py==*|libsupermesh==*) build_one "$spec" ;;
+          *) build_one "$spec" --no-build-isolation ;;
+        esac
+      done ) > >(sed -u "s/^/[$label] /") 2>&1
+  }
+  phase_start "compiled stack from source (two lanes)"
+  T_LANES=$T0
+  lane petsc petsc==3.26.0 petsc4py==3.26.0 & lane_petsc=$!
+  lane mpi mpi4py==4.1.2 h5py==3.16.0 libsupermesh==2026.3 & lane_mpi=$!
+  wait "$lane_petsc"; wait "$lane_mpi"
   "${PIP[@]}" "firedrake-rtree>=2026.3.0" petsctools "rtree>=1.2"  # firedrake's build requirements
-  build_one firedrake==2026.10.0 --no-build-isolation
+  # --no-cache-dir: a firedrake wheel from pip's cache was linked into another venv's paths
+  build_one firedrake==2026.10.0 --no-build-isolation --no-cache-dir
+  T0=$T_LANES; PHASE="compiled stack from source (two lanes)"; phase_end
 fi
+printf '%s\n' "${STACK[@]}" > "$STACK_STAMP"
 
 # ---------------------------------------------------------------- 4. torch
 phase_start "torch ($TORCH_SPEC)"

@@ -5,6 +5,7 @@ result, distributes a small DMPlex mesh with Firedrake, and prints one line per 
 """
 from __future__ import annotations
 
+import argparse
 import socket
 
 from parallel_ms import __version__, parallel
@@ -51,7 +52,13 @@ def _version(dist_name: str) -> str:
     return version(dist_name)
 
 
-def main(device: str = "auto") -> int:
-    for line in environment_report(device):
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="check and describe the parallel environment "
+                                    "(MPI, PETSc, Firedrake, torch.distributed, devices)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+
+
+def main(args: argparse.Namespace) -> int:
+    for line in environment_report(getattr(args, "device", "auto")):
         parallel.print0(line)
     return 0

@@ -1,0 +1,1 @@
+"""The coarse scale: the distributed coarse mesh whose subdomains shard the collocation points."""

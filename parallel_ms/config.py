@@ -1,0 +1,259 @@
+"""One typed configuration for a run: dataclasses, TOML files, ``--set key=value`` overrides,
+validation with one-line errors naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parallel_ms.errors import UserError
+
+
+@dataclass
+class ProblemConfig:
+    case: str = "paper-2d"          #: built-in case name or FILE.py:NAME
+    eps: float | None = None        #: override the case's eps
+
+
+@dataclass
+class NetworkConfig:
+    kind: str = "msff"              #: msff (multiscale Fourier features) | mlp
+    width: int = 128
+    depth: int = 2
+    features: int = 64              #: Fourier features m per map (Ms-FF)
+    sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
+    hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
+    dtype: str = "float32"          #: float32 | float64
+    seed: int = 0                   #: initialisation seed (same on every rank)
+
+
+@dataclass
+class SamplingConfig:
+    interior: int = 25000           #: M_Omega, global
+    boundary: int = 2500            #: M_dOmega, global (2D; 1D uses the two end points)
+    method: str = "uniform"         #: uniform | sobol
+    seed: int = 0
+    adaptive_every: int = 0         #: residual-based resampling every T steps (0: off)
+    adaptive_beta: float = 1.0      #: density ~ |r|^beta / mean + c
+    adaptive_c: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    tau1: float = 1.0               #: boundary weight tau_1 in (3.24)
+    derivatives: str = "jet"        #: jet (fast forward path) | autograd (double backward)
+
+
+@dataclass
+class BalancingConfig:
+    enabled: bool = True            #: gradient-norm global weights (paper's ref. [63])
+    every: int = 100
+    alpha: float = 0.9              #: moving average of the weights
+
+
+@dataclass
+class OptimizerConfig:
+    kind: str = "adam"              #: adam | lbfgs | adam-lbfgs
+    lr: float = 5e-4
+    decay: float = 0.75             #: lr x decay every decay_every steps (Adam)
+    decay_every: int = 1000
+    lbfgs_lr: float = 1.0
+    lbfgs_history: int = 50
+    lbfgs_max_iter: int = 20        #: inner iterations per L-BFGS step
+    switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
+    switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
+
+
+@dataclass
+class CoarseConfig:
+    cells: int | None = None        #: coarse cells per direction (default 1D: 250, 2D: 25)
+
+
+@dataclass
+class TrainConfig:
+    method: str = "pinn"            #: pinn
+    steps: int = 1000
+    eval_every: int = 100           #: relative L2/H1 against the reference every N steps
+    log_every: int = 100
+
+
+@dataclass
+class ReferenceConfig:
+    degree: int = 2                 #: P2: its gradient error stays below the networks' H1 error
+    resolution: int | None = None   #: cells per direction (default: the resolution rule)
+    cache_dir: str = "~/.cache/parallel_ms/references"
+
+
+@dataclass
+class ParallelConfig:
+    device: str = "auto"            #: auto | cpu | cuda
+    threads: int = 1                #: torch threads per rank
+
+
+@dataclass
+class Config:
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    balancing: BalancingConfig = field(default_factory=BalancingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "network.kind": ("msff", "mlp"),
+    "network.dtype": ("float32", "float64"),
+    "sampling.method": ("uniform", "sobol"),
+    "loss.derivatives": ("jet", "autograd"),
+    "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs"),
+    "train.method": ("pinn",),
+    "parallel.device": ("auto", "cpu", "cuda"),
+}
+POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
+            "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
+            "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
+            "balancing.every", "train.eval_every", "train.log_every", "parallel.threads",
+            "reference.degree", "problem.eps", "coarse.cells", "reference.resolution")
+NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
+                "sampling.adaptive_c", "loss.tau1", "train.steps", "optimizer.switch_tol")
+
+
+def _error(key: str, value: object, allowed: str) -> UserError:
+    return UserError(f"{key} = {value!r} (allowed: {allowed})", collective=True)
+
+
+def _convert(key: str, text: Any, hint: Any) -> Any:
+    """A value of the annotated type from TOML or from ``--set`` text."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    if optional and text in (None, "none", "None"):
+        return None
+    base = args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(text, bool):
+                return text
+            if str(text).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(text).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if origin is list:
+            items = text if isinstance(text, list) else [t for t in str(text).strip("[]").split(",") if t.strip()]
+            return [float(t) for t in items]
+        if base is int:
+            if isinstance(text, float) or isinstance(text, bool):
+                raise ValueError
+            return int(text)
+        if base is float:
+            if isinstance(text, bool):
+                raise ValueError
+            return float(text)
+        return str(text)
+    except (TypeError, ValueError):
+        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        what = "a list of numbers" if origin is list else names.get(base, str(base))
+        raise _error(key, text, what + (" or none" if optional else "")) from None
+
+
+def _section_and_field(cfg: Config, key: str) -> tuple[Any, dataclasses.Field]:
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    section, _, name = key.partition(".")
+    if section not in sections or not name:
+        raise UserError(f"config key '{key}' is unknown (sections: {', '.join(sections)})",
+                        collective=True)
+    obj = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if name not in fields:
+        raise UserError(f"config key '{key}' is unknown (allowed in [{section}]: "
+                        f"{', '.join(fields)})", collective=True)
+    return obj, fields[name]
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    obj, f = _section_and_field(cfg, key)
+    hints = typing.get_type_hints(type(obj))
+    setattr(obj, f.name, _convert(key, value, hints[f.name]))
+
+
+def load(path: Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then a TOML file, then ``key=value`` overrides; validated."""
+    cfg = Config()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file '{path}' does not exist", collective=True) from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"config file '{path}' is not valid TOML: {err}",
+                            collective=True) from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise UserError(f"config key '{section}' is unknown (expected [section] tables)",
+                                collective=True)
+            for name, value in values.items():
+                set_value(cfg, f"{section}.{name}", value)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set '{item}' (allowed: section.key=value)", collective=True)
+        set_value(cfg, key.strip(), value.strip())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise a one-line :class:`UserError` for the first invalid value."""
+    def get(key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(cfg, section), name)
+
+    for key, allowed in CHOICES.items():
+        if get(key) not in allowed:
+            raise _error(key, get(key), ", ".join(allowed))
+    for key in POSITIVE:
+        v = get(key)
+        if v is not None and not v > 0:
+            raise _error(key, v, "> 0")
+    for key in NON_NEGATIVE:
+        if get(key) < 0:
+            raise _error(key, get(key), ">= 0")
+    if not 0 <= cfg.balancing.alpha < 1:
+        raise _error("balancing.alpha", cfg.balancing.alpha, "0 <= alpha < 1")
+    if cfg.network.sigmas is not None and (not cfg.network.sigmas
+                                            or min(cfg.network.sigmas) <= 0):
+        raise _error("network.sigmas", cfg.network.sigmas, "a non-empty list of values > 0")
+    if cfg.reference.degree not in (1, 2):
+        raise _error("reference.degree", cfg.reference.degree, "1, 2")
+    from parallel_ms.problems import get_case
+    get_case(cfg.problem.case, **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved configuration as TOML (None values are written as comments)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if v is None:
+                lines.append(f"# {k} = (default)")
+            elif isinstance(v, bool):
+                lines.append(f"{k} = {str(v).lower()}")
+            elif isinstance(v, str):
+                lines.append(f'{k} = "{v}"')
+            else:
+                lines.append(f"{k} = {v!r}")
+        lines.append("")
+    return "\n".join(lines)

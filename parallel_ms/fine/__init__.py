@@ -1,0 +1,1 @@
+"""The fine-scale half: networks, derivatives for the residual, collocation sampling."""

@@ -1,0 +1,42 @@
+"""Build the network of a configuration (same initial parameters on every rank)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from parallel_ms.config import NetworkConfig
+from parallel_ms.fine.derivatives import derivatives
+from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet
+from parallel_ms.problems import Problem
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def build_network(cfg: NetworkConfig, problem: Problem) -> nn.Module:
+    """MLP or Ms-FF (sigmas default to [1, 1/eps], paper §4.4), optionally with hard BCs."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.kind == "mlp":
+        net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth)
+    else:
+        sigmas = cfg.sigmas or [1.0, 1.0 / problem.eps]
+        net = MsFourierNet(problem.dim, sigmas, cfg.features, cfg.width, cfg.depth,
+                           generator=gen)
+    if cfg.hard_bc:
+        net = HardBoundary(net)
+    return net.to(DTYPES[cfg.dtype])
+
+
+class PINNForward(nn.Module):
+    """What one training step evaluates (one forward call, so DistributedDataParallel can wrap
+    it): v, grad v, lap v at the interior points and v at the boundary points."""
+
+    def __init__(self, net: nn.Module, mode: str = "jet") -> None:
+        super().__init__()
+        self.net = net
+        self.mode = mode
+
+    def forward(self, x_int: torch.Tensor, x_bnd: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        v, g, lap = derivatives(self.net, x_int, self.mode)
+        return v, g, lap, self.net(x_bnd)

@@ -1,0 +1,114 @@
+"""Networks of the paper (§4.4): tanh MLP, multiscale Fourier-feature network (Ms-PINN), and a
+hard-boundary wrapper v = l(x) N(x). Each ``forward`` gives v(x); each ``jet`` gives
+(v, grad v, lap v) by the forward-jet path of :mod:`.jet`."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from parallel_ms.fine.jet import Jet
+
+
+def _glorot(layer: nn.Linear) -> nn.Linear:
+    nn.init.xavier_normal_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLP(nn.Module):
+    """x -> tanh hidden layers -> linear output (Glorot initialisation)."""
+
+    def __init__(self, dim: int, width: int = 64, depth: int = 8, out: int = 1) -> None:
+        super().__init__()
+        sizes = [dim] + [width] * depth
+        self.hidden = nn.ModuleList(_glorot(nn.Linear(a, b)) for a, b in zip(sizes, sizes[1:]))
+        self.output = _glorot(nn.Linear(width, out))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = torch.tanh(layer(x))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.features(x)).squeeze(-1)
+
+    def features_jet(self, j: Jet) -> Jet:
+        for layer in self.hidden:
+            j = j.linear(layer).tanh()
+        return j
+
+    def jet(self, x: torch.Tensor) -> Jet:
+        return _squeeze(self.features_jet(Jet.of_input(x)).linear(self.output))
+
+
+class MsFourierNet(nn.Module):
+    """Multiscale Fourier-feature network (paper §4.4, method.md §7).
+
+    K feature maps F_k(x) = [cos(2 pi B_k x), sin(2 pi B_k x)], B_k in R^{m x d} with entries
+    ~ N(0, sigma_k^2) (fixed, not trained); every map goes through the SAME tanh hidden layers;
+    the K last hidden states are concatenated and a linear layer gives v.
+    """
+
+    def __init__(self, dim: int, sigmas: Sequence[float] = (1.0, 10.0), features: int = 64,
+                 width: int = 128, depth: int = 2, out: int = 1,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        b = torch.stack([torch.randn(features, dim, generator=generator) * s for s in sigmas])
+        self.register_buffer("B", 2 * math.pi * b)  # (K, m, d), 2 pi folded in
+        sizes = [2 * features] + [width] * depth
+        self.hidden = nn.ModuleList(_glorot(nn.Linear(a, c)) for a, c in zip(sizes, sizes[1:]))
+        self.output = _glorot(nn.Linear(width * len(sigmas), out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.einsum("kmd,nd->knm", self.B.to(x.dtype), x)  # (K, M, m)
+        h = torch.cat([torch.cos(z), torch.sin(z)], -1)
+        for layer in self.hidden:
+            h = torch.tanh(layer(h))
+        return self.output(torch.cat(list(h), -1)).squeeze(-1)
+
+    def jet(self, x: torch.Tensor) -> Jet:
+        n_maps, m, d = self.B.shape
+        big_b = self.B.to(x.dtype)
+        # all K maps stacked along the point axis: one matrix product per layer for all maps
+        z = torch.einsum("kmd,nd->knm", big_b, x).reshape(n_maps * x.shape[0], m)
+        dz = big_b.permute(2, 0, 1)[:, :, None, :].expand(d, n_maps, x.shape[0], m)
+        j = Jet(z, dz.reshape(d, n_maps * x.shape[0], m), torch.zeros_like(z)).sin_cos()
+        for layer in self.hidden:
+            j = j.linear(layer).tanh()
+        split = lambda t: torch.cat(t.split(x.shape[0], dim=-2), -1)  # noqa: E731  (K*M,w)->(M,K*w)
+        return _squeeze(Jet(split(j.value), split(j.grad), split(j.lap)).linear(self.output))
+
+
+class HardBoundary(nn.Module):
+    """v(x) = l(x) N(x) with l = 0 on the boundary of (0,1)^d:
+    l(x) = prod_i 4 x_i (1 - x_i) (the paper's 4x(1-x) in 1D)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    @staticmethod
+    def factor_jet(x: torch.Tensor) -> Jet:
+        j = Jet.of_input(x)
+        one_d = [Jet(4 * x[:, i:i + 1] * (1 - x[:, i:i + 1]),
+                     j.grad[:, :, i:i + 1] * (4 - 8 * x[:, i:i + 1]),
+                     torch.full_like(x[:, i:i + 1], -8.0)) for i in range(x.shape[1])]
+        out = one_d[0]
+        for f in one_d[1:]:
+            out = out.times(f)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.prod(4 * x * (1 - x), dim=-1) * self.net(x)
+
+    def jet(self, x: torch.Tensor) -> Jet:
+        n = self.net.jet(x)
+        n = Jet(n.value[:, None], n.grad[..., None], n.lap[:, None])
+        return _squeeze(self.factor_jet(x).times(n))
+
+
+def _squeeze(j: Jet) -> Jet:
+    return Jet(j.value.squeeze(-1), j.grad.squeeze(-1), j.lap.squeeze(-1))

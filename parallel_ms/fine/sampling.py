@@ -1,0 +1,154 @@
+"""Collocation points sharded by the coarse-mesh subdomains (method.md §9).
+
+Each rank draws the points of the coarse cells it owns, from a generator seeded by the cell
+itself (its rounded centroid, the run seed and the sampling round), with counts proportional
+to the cell volume. The global point set therefore does not depend on the number of ranks, each
+point lives on exactly one rank, and no rank ever generates more than its own share:
+memory and work per rank are O(points / ranks).
+
+Methods: ``uniform`` (seeded uniform random), ``sobol`` (scrambled Sobol per cell, via
+scipy.stats.qmc) and residual-based adaptive resampling (:func:`resample_adaptive`, density
+~ |r|^beta / mean |r|^beta + c, paper 003 §5.2).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.stats import qmc
+
+from parallel_ms.coarse.mesh import owned_cell_vertices
+from parallel_ms.errors import UserError
+
+METHODS = ("uniform", "sobol")
+_GRID = float(2 ** 24)  # centroid rounding for the cell seeds
+# random streams besides the interior sampling rounds 0, 1, 2, ...
+_BOUNDARY_STREAM = 2 ** 31 - 1
+_KEEP_STREAM = 2 ** 30
+
+
+@dataclass
+class Shard:
+    """This rank's collocation points (NumPy, float64) and the global counts."""
+
+    interior: np.ndarray        # (m, d)
+    boundary: np.ndarray        # (m_b, d)
+    n_interior: int             # global
+    n_boundary: int             # global
+
+
+def _generator(seed: int, round_: int, anchor: np.ndarray) -> np.random.Generator:
+    key = np.round(np.asarray(anchor, dtype=float).ravel() * _GRID).astype(np.int64)
+    return np.random.default_rng(np.random.SeedSequence([seed, round_, *key.tolist()]))
+
+
+def _unit_samples(rng: np.random.Generator, n: int, d: int, method: str) -> np.ndarray:
+    if method == "uniform":
+        return rng.random((n, d))
+    if method == "sobol":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # n need not be a power of 2
+            return qmc.Sobol(d, scramble=True, seed=rng).random(n)
+    raise UserError(f"sampling method '{method}' is unknown (allowed: {', '.join(METHODS)})",
+                    collective=True)
+
+
+def _in_simplex(vertices: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Map unit-cube samples u (n, d) to the simplex with the given vertices (d+1, d)."""
+    if vertices.shape[1] == 2:
+        fold = u.sum(1) > 1
+        u = np.where(fold[:, None], 1 - u, u)
+    return vertices[0] + u @ (vertices[1:] - vertices[0])
+
+
+def _cells(mesh: object) -> np.ndarray:
+    """Owned cells with their vertices in lexicographic order, so a cell maps its samples the
+    same way whatever the partition (the vertex order of a cell depends on it)."""
+    return np.array([c[np.lexsort(c.T[::-1])] for c in owned_cell_vertices(mesh)])
+
+
+def _volume(vertices: np.ndarray) -> float:
+    edges = vertices[1:] - vertices[0]
+    return abs(np.linalg.det(edges)) / (2 if vertices.shape[1] == 2 else 1)
+
+
+def _count(rng: np.random.Generator, expected: float) -> int:
+    """floor(expected) + Bernoulli(fractional part): unbiased and rank independent."""
+    base = int(np.floor(expected))
+    return base + int(rng.random() < expected - base)
+
+
+def interior_points(mesh: object, total: int, method: str, seed: int,
+                    round_: int = 0, oversample: int = 1) -> list[np.ndarray]:
+    """Per owned cell, ~ total * |cell| * oversample points in the cell (|Omega| = 1)."""
+    out = []
+    for cell in _cells(mesh):
+        rng = _generator(seed, round_, cell.mean(0))
+        n = _count(rng, total * _volume(cell) * oversample)
+        out.append(_in_simplex(cell, _unit_samples(rng, n, cell.shape[1], method)))
+    return out
+
+
+def boundary_points(mesh: object, total: int, method: str, seed: int) -> np.ndarray:
+    """Points on the boundary of (0,1)^d, drawn per boundary facet of an owned cell.
+
+    1D: the end points 0 and 1 (``total`` is ignored). 2D: a cell edge lies on the boundary of
+    the unit square when both end points share a coordinate equal to 0 or 1; it gets
+    ~ total * length / 4 points."""
+    pts = []
+    for cell in _cells(mesh):
+        if cell.shape[1] == 1:
+            pts += [v for v in cell if v[0] in (0.0, 1.0)]
+            continue
+        for a, b in ((0, 1), (1, 2), (0, 2)):
+            va, vb = cell[a], cell[b]
+            on_side = [(abs(va[i] - s) < 1e-12 and abs(vb[i] - s) < 1e-12)
+                       for i in range(2) for s in (0.0, 1.0)]
+            if any(on_side):
+                rng = _generator(seed, _BOUNDARY_STREAM, (va + vb) / 2)
+                n = _count(rng, total * np.linalg.norm(vb - va) / 4)
+                t = _unit_samples(rng, n, 1, method)
+                pts += list(va + t * (vb - va))
+    dim = mesh.geometric_dimension  # type: ignore[attr-defined]
+    return np.array(pts, dtype=float).reshape(-1, dim)
+
+
+def sample(mesh: object, n_interior: int, n_boundary: int, method: str, seed: int,
+           comm: object) -> Shard:
+    """This rank's share of the global collocation point set."""
+    interior = np.concatenate(interior_points(mesh, n_interior, method, seed) or
+                              [np.empty((0, mesh.geometric_dimension))])  # type: ignore
+    boundary = boundary_points(mesh, n_boundary, method, seed)
+    return Shard(interior, boundary, comm.allreduce(len(interior)),  # type: ignore
+                 comm.allreduce(len(boundary)))  # type: ignore
+
+
+def resample_adaptive(mesh: object, n_interior: int, seed: int, round_: int,
+                      residual: Callable[[np.ndarray], np.ndarray], beta: float, c: float,
+                      comm: object, oversample: int = 4) -> np.ndarray:
+    """Residual-based adaptive resampling (RAD, paper 003 §5.2): density ~ |r|^beta / mean + c.
+
+    Candidates: ``oversample`` x the uniform density per owned cell (seeded by cell and round).
+    A cell receives ~ n_interior x (its share of the total density mass) points (randomised
+    rounding), drawn from its candidates with probabilities ~ density (with replacement only
+    when a cell asks for more points than it has candidates). The mean and the total mass are
+    all-reduced, so the point set does not depend on the number of ranks."""
+    cells = interior_points(mesh, n_interior, "uniform", seed, round_, oversample)
+    dim = mesh.geometric_dimension  # type: ignore[attr-defined]
+    cand = np.concatenate(cells or [np.empty((0, dim))])
+    w = np.abs(residual(cand)) ** beta
+    mean = comm.allreduce(float(w.sum())) / max(comm.allreduce(len(w)), 1)  # type: ignore
+    density = w / mean + c if mean > 0 else np.ones(len(w))
+    total = comm.allreduce(float(density.sum()))  # type: ignore
+    out, start = [], 0
+    for pts in cells:
+        dens = density[start:start + len(pts)]
+        start += len(pts)
+        if not len(pts):
+            continue
+        rng = _generator(seed, _KEEP_STREAM + round_, pts.mean(0))
+        n = _count(rng, n_interior * dens.sum() / total)
+        out.append(pts[rng.choice(len(pts), n, replace=n > len(pts), p=dens / dens.sum())])
+    return np.concatenate(out or [np.empty((0, dim))])

@@ -1,0 +1,88 @@
+"""A two-scale heat-conduction problem on the unit interval or square (paper 000, §4.1).
+
+    -div(K_eps grad w) = q  in (0,1)^d,    w = x_1 on the boundary      (4.6), i = 1
+
+lifted to homogeneous boundary values by w = u + x_1:
+
+    -div(K_eps grad u) = q + d_1 K_eps,    u = 0 on the boundary       (4.8)
+
+A :class:`Problem` holds K_eps and q as formulas over a math namespace (:mod:`.math`), so the
+same definition yields torch functions (batched over points, with the exact gradient of K_eps by
+autodiff) and UFL expressions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from parallel_ms.problems.math import TORCH, ufl_math
+
+Formula = Callable[[Sequence[Any], Any], Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Domain (0,1)^dim, conductivity K_eps, source q, scale eps.
+
+    ``conductivity(x, m)`` and ``source(x, m)`` take the coordinate components and a math
+    namespace. ``period``, when given, says K_eps(x) = a(x / eps) with ``a`` periodic on the cell
+    [0, period_1] x ... (in units of eps): the homogenized tensor K* then exists
+    (:mod:`parallel_ms.reference.cell`). ``min_period`` is the shortest oscillation length in
+    units of eps; the reference mesh resolves it (:func:`parallel_ms.reference.solver.cells_for`).
+    ``bounds`` are known lower/upper bounds of K_eps (alpha <= K_eps <= beta).
+    """
+
+    name: str
+    dim: int
+    eps: float
+    conductivity: Formula
+    source: Formula
+    description: str
+    bounds: tuple[float, float]
+    period: tuple[float, ...] | None = None
+    min_period: float = 1.0
+    params: dict[str, float] = field(default_factory=dict)
+
+    # ---- torch side (points x: tensor of shape (M, dim)) -----------------------------------
+    def _torch(self, formula: Formula, x: torch.Tensor) -> torch.Tensor:
+        val = formula([x[:, i] for i in range(self.dim)], TORCH)
+        return torch.as_tensor(val, dtype=x.dtype, device=x.device).expand(x.shape[0])
+
+    def k(self, x: torch.Tensor) -> torch.Tensor:
+        """K_eps at the points, shape (M,)."""
+        return self._torch(self.conductivity, x)
+
+    def grad_k(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact gradient of K_eps at the points (autodiff of the formula), shape (M, dim)."""
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.k(xr).sum(), xr)
+        return g
+
+    def q(self, x: torch.Tensor) -> torch.Tensor:
+        """Source q at the points, shape (M,)."""
+        return self._torch(self.source, x)
+
+    def lifted_source(self, x: torch.Tensor) -> torch.Tensor:
+        """f_eps = q + d_1 K_eps, the right-hand side of the lifted problem (4.8)."""
+        return self.q(x) + self.grad_k(x)[:, 0]
+
+    # ---- UFL side ---------------------------------------------------------------------------
+    def k_ufl(self, mesh: Any) -> Any:
+        """K_eps as a UFL expression on a Firedrake mesh."""
+        return self.conductivity(self._ufl_coords(mesh), ufl_math())
+
+    def q_ufl(self, mesh: Any) -> Any:
+        """q as a UFL expression on a Firedrake mesh."""
+        return self.source(self._ufl_coords(mesh), ufl_math())
+
+    def _ufl_coords(self, mesh: Any) -> list[Any]:
+        import ufl
+        x = ufl.SpatialCoordinate(mesh)
+        return [x[i] for i in range(self.dim)]
+
+    def summary(self) -> str:
+        """One line for ``python -m parallel_ms cases``."""
+        return f"{self.dim}D, eps={self.eps:g}: {self.description}"

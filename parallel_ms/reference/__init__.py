@@ -1,0 +1,1 @@
+"""Ground truth: fine-scale FE reference, homogenized reference, error metrics, caching."""

@@ -1,0 +1,1 @@
+"""Training: the objective's terms, loss balancing, optimizers, the loop, the gradient check."""

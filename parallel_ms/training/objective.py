@@ -1,0 +1,75 @@
+"""The PINN terms of the objective (3.24) on this rank's collocation points.
+
+    J_PINN(v) = |Omega|/M sum_i r(x_i)^2 + tau_1 |dOmega|/M_b sum_b v(x_b)^2,
+    r = -K_eps lap v - grad K_eps . grad v - f_eps,   f_eps = q + d_1 K_eps     (4.8)/(4.11)
+
+M and M_b are the GLOBAL point counts, so each rank's terms are partial sums whose sum over
+ranks is the serial value for the same global point set. K_eps, grad K_eps and f_eps are
+evaluated once per point set.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from parallel_ms.fine.derivatives import derivatives
+from parallel_ms.fine.sampling import Shard
+from parallel_ms.problems import Problem
+
+TERMS = ("residual", "boundary")
+
+
+def residual(k: torch.Tensor, grad_k: torch.Tensor, f: torch.Tensor, lap: torch.Tensor,
+             grad: torch.Tensor) -> torch.Tensor:
+    """r = -K lap v - grad K . grad v - f (the lifted problem (4.8))."""
+    return -k * lap - (grad_k * grad).sum(1) - f
+
+
+class PINNObjective:
+    """Local partial sums of the PINN terms for one shard of points."""
+
+    def __init__(self, problem: Problem, shard: Shard, dtype: torch.dtype,
+                 device: torch.device, tau1: float = 1.0, hard_bc: bool = False) -> None:
+        self.problem = problem
+        self.dtype, self.device = dtype, device
+        self.tau1 = tau1
+        self.hard_bc = hard_bc
+        self.set_points(shard)
+
+    def set_points(self, shard: Shard) -> None:
+        as_t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
+        x64 = torch.as_tensor(shard.interior, dtype=torch.float64).reshape(-1, self.problem.dim)
+        self.x_int = as_t(x64)
+        self.k = as_t(self.problem.k(x64))
+        self.grad_k = as_t(self.problem.grad_k(x64))
+        self.f = as_t(self.problem.lifted_source(x64))
+        self.x_bnd = as_t(shard.boundary).reshape(-1, self.problem.dim)
+        self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
+        boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
+        self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
+        self.shard = shard
+
+    @property
+    def term_names(self) -> list[str]:
+        return ["residual"] + ([] if self.hard_bc else ["boundary"])
+
+    def terms(self, forward: nn.Module) -> dict[str, torch.Tensor]:
+        """Local partial sums {residual, boundary} (boundary only with soft BCs) through
+        ``forward`` (a :class:`~parallel_ms.fine.model.PINNForward`, maybe DDP-wrapped)."""
+        v, g, lap, v_b = forward(self.x_int, self.x_bnd)
+        r = residual(self.k, self.grad_k, self.f, lap, g)
+        out = {"residual": self.w_int * (r ** 2).sum()}
+        if not self.hard_bc:
+            out["boundary"] = self.w_bnd * (v_b ** 2).sum()
+        return out
+
+    def pointwise_residual(self, net: nn.Module, x: np.ndarray, mode: str = "jet") -> np.ndarray:
+        """|r| at arbitrary local points (for adaptive resampling)."""
+        x64 = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.problem.dim)
+        xt = x64.to(self.dtype).to(self.device)
+        with torch.enable_grad():
+            _, g, lap = derivatives(net, xt, mode)
+        p = self.problem
+        r = residual(p.k(x64).to(xt), p.grad_k(x64).to(xt), p.lifted_source(x64).to(xt), lap, g)
+        return r.detach().abs().cpu().double().numpy()

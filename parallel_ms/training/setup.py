@@ -1,0 +1,46 @@
+"""Everything a run or a gradient check needs, built once from the configuration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from parallel_ms.coarse.mesh import unit_mesh
+from parallel_ms.config import Config
+from parallel_ms.fine.model import DTYPES, PINNForward, build_network
+from parallel_ms.fine.sampling import sample
+from parallel_ms.parallel import ParallelContext
+from parallel_ms.problems import Problem, get_case
+from parallel_ms.training.objective import PINNObjective
+
+#: default coarse cells per direction: the paper's h = 0.004 (1D) and h ~ 0.04 (2D)
+DEFAULT_COARSE_CELLS = {1: 250, 2: 25}
+
+
+@dataclass
+class Setup:
+    problem: Problem
+    coarse_mesh: object
+    net: nn.Module
+    forward: PINNForward
+    objective: PINNObjective
+
+
+def build(cfg: Config, ctx: ParallelContext) -> Setup:
+    problem = get_case(cfg.problem.case,
+                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[problem.dim]
+    mesh = unit_mesh(problem.dim, cells, ctx.comm)
+    shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
+                   cfg.sampling.seed, ctx.comm)
+    net = build_network(cfg.network, problem).to(ctx.device)
+    forward = PINNForward(net, cfg.loss.derivatives)
+    objective = PINNObjective(problem, shard, DTYPES[cfg.network.dtype], ctx.device,
+                              cfg.loss.tau1, cfg.network.hard_bc)
+    return Setup(problem, mesh, net, forward, objective)
+
+
+def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])

@@ -1,0 +1,114 @@
+"""Data parallelism of the PINN engine: sharding, n-rank = 1-rank losses and gradients,
+DDP-safe L-BFGS, Taylor test, adaptive resampling (run on 1, 2 and 3 ranks)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+from parallel_ms import config, parallel
+from parallel_ms.coarse.mesh import unit_mesh
+from parallel_ms.fine.sampling import resample_adaptive, sample
+from parallel_ms.training.gradcheck import taylor_test
+from parallel_ms.training.setup import build, flat_grad
+
+WORLD = MPI.COMM_WORLD
+SMALL = ["sampling.interior=1200", "sampling.boundary=240", "network.width=24",
+         "network.features=8", "coarse.cells=8", "network.dtype=float64",
+         "train.eval_every=1000", "train.log_every=1000"]
+
+
+def _serial_context():
+    ctx = parallel.init("cpu")
+    return dataclasses.replace(ctx, comm=MPI.COMM_SELF, rank=0, size=1)
+
+
+def _all_points(points: np.ndarray, comm=WORLD) -> np.ndarray:
+    gathered = np.concatenate(comm.allgather(points))
+    return gathered[np.lexsort(gathered.T[::-1])]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("dim,method", [(1, "uniform"), (2, "uniform"), (2, "sobol")])
+def test_every_point_on_exactly_one_rank_and_rank_independent(dim, method):
+    mesh = unit_mesh(dim, 7 if dim == 2 else 40)
+    shard = sample(mesh, 2000, 300, method, 5, WORLD)
+    serial = sample(unit_mesh(dim, 7 if dim == 2 else 40, MPI.COMM_SELF), 2000, 300, method, 5,
+                    MPI.COMM_SELF)
+    for mine, ref, n in ((shard.interior, serial.interior, shard.n_interior),
+                         (shard.boundary, serial.boundary, shard.n_boundary)):
+        everything = _all_points(mine)
+        assert len(everything) == n == len(ref)
+        np.testing.assert_allclose(everything, _all_points(ref, MPI.COMM_SELF), atol=1e-14)
+        assert len(np.unique(everything.round(14), axis=0)) == n  # no point twice
+    assert abs(shard.n_interior - 2000) < 60
+    if dim == 2:
+        assert np.all(np.any((serial.boundary < 1e-14) | (serial.boundary > 1 - 1e-14), axis=1))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case,extra", [("paper-2d", []),
+                                        ("paper-1d-eps1_15", ["network.hard_bc=true"]),
+                                        ("paper-2d", ["network.kind=mlp", "network.depth=3"])])
+def test_n_rank_loss_and_gradient_equal_one_rank(case, extra):
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, SMALL + [f"problem.case={case}"] + extra)
+    trainer = Trainer(cfg, parallel.init("cpu"))
+    trainer.adam.zero_grad()
+    loss_local, terms = trainer._local_loss()
+    loss_local.backward()                                    # through DDP: averaged gradient
+    grad_n = flat_grad(trainer.params)
+    loss_n = parallel.allreduce_sum(float(loss_local.detach())) / WORLD.size
+
+    serial = build(cfg, _serial_context())                   # all points on this rank alone
+    loss_1 = sum(serial.objective.terms(serial.forward).values())
+    loss_1.backward()
+    grad_1 = flat_grad(list(serial.net.parameters()))
+    assert loss_n == pytest.approx(float(loss_1.detach()), rel=1e-12)
+    assert float(torch.linalg.vector_norm(grad_n - grad_1) / torch.linalg.vector_norm(grad_1)) < 1e-12
+
+
+@pytest.mark.mpi
+def test_lbfgs_keeps_identical_parameters_on_all_ranks():
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, SMALL + ["optimizer.kind=lbfgs", "train.steps=20",
+                                     "optimizer.lbfgs_max_iter=5", "problem.case=paper-2d"])
+    trainer = Trainer(cfg, parallel.init("cpu"))
+    for step in range(1, 21):
+        row = trainer.step(step)
+        flat = torch.cat([p.detach().reshape(-1) for p in trainer.params]).numpy()
+        first = WORLD.bcast(flat, root=0)
+        assert np.array_equal(flat, first), step
+    assert np.isfinite(row["loss"])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", ["paper-2d", "paper-1d-eps1_15"])
+def test_taylor_test_passes(case):
+    cfg = config.load(None, SMALL + [f"problem.case={case}"])
+    s = build(cfg, parallel.init("cpu"))
+    result = taylor_test(list(s.net.parameters()),
+                         lambda: sum(s.objective.terms(s.forward).values()))
+    assert result.min_rate > 1.9, result.rates
+    assert result.fd_rel_diff < 1e-4
+    # the same numbers on every rank count: compare with a serial evaluation of J
+    serial = build(cfg, _serial_context())
+    j1 = float(sum(serial.objective.terms(serial.forward).values()))
+    jn = parallel.allreduce_sum(float(sum(s.objective.terms(s.forward).values())))
+    assert jn == pytest.approx(j1, rel=1e-12)
+
+
+@pytest.mark.mpi
+def test_adaptive_resampling_follows_the_residual_and_is_rank_independent():
+    def residual(x):
+        return np.exp(-200 * ((x[:, 0] - 0.3) ** 2 + (x[:, 1] - 0.6) ** 2))
+
+    pts = resample_adaptive(unit_mesh(2, 8), 4000, 3, 1, residual, 1.0, 0.1, WORLD)
+    ref = resample_adaptive(unit_mesh(2, 8, MPI.COMM_SELF), 4000, 3, 1, residual, 1.0, 0.1,
+                            MPI.COMM_SELF)
+    np.testing.assert_allclose(_all_points(pts), _all_points(ref, MPI.COMM_SELF), atol=1e-14)
+    everything = _all_points(pts)
+    assert abs(len(everything) - 4000) < 300
+    near = np.linalg.norm(everything - [0.3, 0.6], axis=1) < 0.1
+    assert near.mean() > 5 * np.pi * 0.1 ** 2  # far denser than uniform near the peak

@@ -1,0 +1,85 @@
+"""Problem definitions: the torch and UFL sides of every case agree; user cases; errors."""
+import numpy as np
+import pytest
+import sympy
+import torch
+
+from parallel_ms.errors import UserError
+from parallel_ms.problems import CASES, Problem, get_case
+from parallel_ms.problems.math import sympy_math
+from conftest import ROOT
+
+fd = pytest.importorskip("firedrake")
+ROOT_EXAMPLE = f"{ROOT / 'examples' / 'user_case.py'}:layered"
+
+
+def _points(dim: int, n: int = 200) -> np.ndarray:
+    return np.random.default_rng(7).random((n, dim))
+
+
+def _ufl_at_points(problem: Problem, pts: np.ndarray):
+    """Evaluate the UFL side at arbitrary points: a vertex-only mesh, same-rank points."""
+    from mpi4py import MPI
+    parent = fd.UnitIntervalMesh(4, comm=MPI.COMM_SELF) if problem.dim == 1 else \
+        fd.UnitSquareMesh(4, 4, comm=MPI.COMM_SELF)
+    vom = fd.VertexOnlyMesh(parent, pts.reshape(-1, problem.dim), redundant=False)
+    P0 = fd.FunctionSpace(vom, "DG", 0)
+    k = fd.Function(P0).interpolate(problem.k_ufl(vom))
+    q = fd.Function(P0).interpolate(problem.q_ufl(vom) + 0 * fd.SpatialCoordinate(vom)[0])
+    xs = fd.Function(fd.VectorFunctionSpace(vom, "DG", 0)).interpolate(
+        fd.SpatialCoordinate(vom)).dat.data_ro.reshape(-1, problem.dim).copy()
+    return xs, k.dat.data_ro.copy(), q.dat.data_ro.copy()
+
+
+@pytest.mark.parametrize("name", list(CASES) + [ROOT_EXAMPLE])
+def test_torch_and_ufl_definitions_agree(name):
+    problem = get_case(name)
+    xs, k_ufl, q_ufl = _ufl_at_points(problem, _points(problem.dim))
+    x = torch.from_numpy(xs)
+    np.testing.assert_allclose(problem.k(x).numpy(), k_ufl, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(problem.q(x).numpy(), q_ufl, rtol=1e-12, atol=1e-12)
+    lo, hi = problem.bounds
+    assert lo - 1e-12 <= k_ufl.min() and k_ufl.max() <= hi + 1e-12
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_torch_gradient_of_k_is_exact(name):
+    """grad K by autodiff equals the symbolic derivative of the same formula."""
+    problem = get_case(name)
+    syms = sympy.symbols(f"x1:{problem.dim + 1}")
+    k_sym = problem.conductivity(list(syms), sympy_math())
+    grad_fns = [sympy.lambdify(syms, sympy.diff(k_sym, s), "numpy") for s in syms]
+    pts = _points(problem.dim)
+    expected = np.stack([np.broadcast_to(g(*pts.T), len(pts)) for g in grad_fns], axis=1)
+    got = problem.grad_k(torch.from_numpy(pts)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9 * np.abs(expected).max())
+    f = problem.lifted_source(torch.from_numpy(pts)).numpy()
+    np.testing.assert_allclose(f, problem.q(torch.from_numpy(pts)).numpy() + expected[:, 0],
+                               rtol=1e-10, atol=1e-9 * np.abs(expected).max())
+
+
+def test_paper_cases_match_the_paper():
+    p = get_case("paper-1d-eps1_15")
+    assert p.dim == 1 and p.eps == pytest.approx(1 / 15)
+    x = torch.tensor([[0.3]], dtype=torch.float64)
+    assert p.k(x).item() == pytest.approx(2 + np.sin(2 * np.pi * 0.3 * 15))
+    assert p.q(x).item() == pytest.approx(-3 * (2 * 0.3 - 1))
+    p2 = get_case("paper-2d")
+    x = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    assert p2.k(x).item() == pytest.approx(3 + np.sin(np.pi * 3) + np.sin(2 * np.pi * 7))
+    assert p2.q(x).item() == pytest.approx(10 * np.exp(-100 * (0.04 + 0.04)))
+
+
+def test_eps_is_a_parameter_and_errors_are_one_line():
+    assert get_case("high-contrast-2d", eps=0.05, contrast=1e4).bounds == (1.0, 1e4)
+    assert get_case(ROOT_EXAMPLE, eps=0.05).eps == 0.05
+    with pytest.raises(UserError, match="case 'nope' is unknown"):
+        get_case("nope")
+    with pytest.raises(UserError, match="eps = -1"):
+        get_case("paper-2d", eps=-1)
+    with pytest.raises(UserError, match="unexpected keyword"):
+        get_case("paper-2d", contrast=3)
+    with pytest.raises(UserError, match="does not exist"):
+        get_case("missing.py:f")
+    with pytest.raises(UserError, match="no function 'nope'"):
+        get_case(ROOT_EXAMPLE.replace(":layered", ":nope"))

@@ -1,0 +1,85 @@
+"""PINN engine pieces in one process: configuration, schedule, balancing, switch, a short run."""
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+from parallel_ms import config, parallel
+from parallel_ms.errors import UserError
+from parallel_ms.training.balancing import GradNormBalancer
+from parallel_ms.training.optimizers import PlateauSwitch, make_adam
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr=-1", "optimizer.lr = -1.0 (allowed: > 0)"),
+    ("foo.bar=1", "config key 'foo.bar' is unknown"),
+    ("network.nope=1", "config key 'network.nope' is unknown (allowed in [network]"),
+    ("network.width=1.5", "network.width = '1.5' (allowed: an integer)"),
+    ("network.kind=cnn", "network.kind = 'cnn' (allowed: msff, mlp)"),
+    ("problem.case=zzz", "case 'zzz' is unknown"),
+    ("train.steps=-3", "train.steps = -3 (allowed: >= 0)"),
+    ("balancing.alpha=1.5", "balancing.alpha = 1.5 (allowed: 0 <= alpha < 1)"),
+    ("network.hard_bc=maybe", "network.hard_bc = 'maybe' (allowed: true or false)"),
+    ("sampling.method=halton", "sampling.method = 'halton' (allowed: uniform, sobol)"),
+    ("sampling.interior=0", "sampling.interior = 0 (allowed: > 0)"),
+    ("problem.eps=0", "problem.eps = 0.0 (allowed: > 0)"),
+    ("lr", "--set 'lr' (allowed: section.key=value)"),
+])
+def test_config_errors_are_one_line(override, message):
+    with pytest.raises(UserError) as err:
+        config.load(None, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert err.value.collective
+
+
+def test_config_toml_roundtrip(tmp_path):
+    cfg = config.load(None, ["optimizer.lr=1e-3", "network.sigmas=1,15", "network.hard_bc=on"])
+    path = tmp_path / "run.toml"
+    path.write_text(config.to_toml(cfg))
+    again = config.load(path)
+    assert again == cfg and again.network.sigmas == [1.0, 15.0] and again.network.hard_bc
+
+
+def test_adam_schedule_is_the_papers():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt, sched = make_adam(p, config.OptimizerConfig(lr=5e-4))
+    for _ in range(2000):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(5e-4 * 0.75 ** 2)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_grad_norm_balancing_moves_weights_to_norm_ratios():
+    w = torch.nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    terms = {"a": 100 * (w ** 2).sum(), "b": (w ** 2).sum()}  # gradient norms 100 : 1
+    bal = GradNormBalancer(["a", "b"], every=100, alpha=0.0)
+    weights = bal.update(terms, [w])
+    assert weights["a"] == pytest.approx(101 / 100) and weights["b"] == pytest.approx(101)
+    assert bal.due(200) and not bal.due(150)
+    bal = GradNormBalancer(["a", "b"], alpha=0.9)
+    assert bal.update(terms, [w])["b"] == pytest.approx(0.9 + 0.1 * 101)
+    assert not GradNormBalancer(["a"], enabled=False).due(100)
+
+
+def test_plateau_switch():
+    sw = PlateauSwitch(window=10, tol=0.05)
+    assert not any(sw(1.0 / (k + 1)) for k in range(40))  # still decreasing fast
+    sw = PlateauSwitch(window=10, tol=0.05)
+    fired = [sw(1.0) for _ in range(20)]
+    assert fired[-1] and not any(fired[:-1])
+
+
+def test_short_run_on_a_smooth_1d_case_reaches_one_percent():
+    """paper-1d with eps = 0.5 (smooth), Ms-FF with hard BCs, 20 L-BFGS steps, float64."""
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, [
+        "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "optimizer.kind=lbfgs",
+        "train.steps=20", "sampling.interior=500", "network.dtype=float64",
+        "network.hard_bc=true", "network.width=32", "network.features=16", "coarse.cells=50",
+        "balancing.enabled=false", "train.eval_every=20", "train.log_every=20",
+        "reference.degree=1"])
+    result = Trainer(cfg, parallel.init("cpu")).run()
+    assert result.rel_l2 < 1e-2, result.rel_l2
+    assert result.best_step > 10 and np.isfinite(result.rel_h1)
+    assert MPI.COMM_WORLD.size == 1
