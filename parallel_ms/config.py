@@ -45,7 +45,7 @@ class SamplingConfig:
 @dataclass
 class LossConfig:
     tau1: float = 1.0               #: boundary weight tau_1 in (3.24)
-    derivatives: str = "jet"        #: jet (fast forward path) | autograd (double backward)
+    derivatives: str = "jet"        #: jet (fast forward path) | jet-compiled | autograd
 
 
 @dataclass
@@ -115,7 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "network.kind": ("msff", "mlp"),
     "network.dtype": ("float32", "float64"),
     "sampling.method": ("uniform", "sobol"),
-    "loss.derivatives": ("jet", "autograd"),
+    "loss.derivatives": ("jet", "jet-compiled", "autograd"),
     "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs"),
     "train.method": ("pinn",),
     "parallel.device": ("auto", "cpu", "cuda"),

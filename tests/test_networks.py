@@ -55,3 +55,13 @@ def test_hard_boundary_vanishes_on_the_boundary():
     net = HardBoundary(MLP(2, 8, 2)).double()
     x = torch.tensor([[0.0, 0.3], [1.0, 0.7], [0.2, 0.0], [0.5, 1.0]], dtype=torch.float64)
     assert torch.all(net(x) == 0)
+
+
+@pytest.mark.slow
+def test_compiled_jet_agrees_with_autograd():
+    """torch.compile of the jet path (a ~30 s compile, so marked slow)."""
+    torch.manual_seed(5)
+    net = MsFourierNet(2, (1.0, 10.0), 16, 32, 2).double()
+    x = torch.rand(200, 2, dtype=torch.float64)
+    for a, b in zip(derivatives(net, x, "autograd"), derivatives(net, x, "jet-compiled")):
+        assert torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a) < 1e-12

@@ -29,7 +29,8 @@ def main(args: argparse.Namespace) -> int:
         f"{cfg.network.dtype}, {ctx.size} rank(s)")
     say(f"{'t':>8}  {'|J(θ+td) − J(θ) − t∇J·d|':>28}  rate")
     for i, (t, r) in enumerate(zip(result.t, result.remainders)):
-        rate = f"{result.rates[i - 1]:.3f}" if i else ""
+        rate = "" if not i else ("(round-off)" if result.rates[i - 1] != result.rates[i - 1]
+                                 else f"{result.rates[i - 1]:.3f}")
         say(f"{t:>8.0e}  {r:>28.6e}  {rate}")
     say(f"∇J·d = {result.directional:.12e}; central difference (t = {result.t[2]:.0e}) "
         f"= {result.central_fd:.12e}; relative difference {result.fd_rel_diff:.2e}")

@@ -114,7 +114,7 @@ class Trainer:
         old = self.s.objective.shard
         interior = resample_adaptive(
             self.s.coarse_mesh, c.interior, c.seed, round_,
-            lambda x: self.s.objective.pointwise_residual(self.s.net, x, self.cfg.loss.derivatives),
+            lambda x: self.s.objective.pointwise_residual(self.s.net, x),
             c.adaptive_beta, c.adaptive_c, self.ctx.comm)
         self.s.objective.set_points(Shard(interior, old.boundary,
                                           self.ctx.comm.allreduce(len(interior)),

@@ -64,12 +64,12 @@ class PINNObjective:
             out["boundary"] = self.w_bnd * (v_b ** 2).sum()
         return out
 
-    def pointwise_residual(self, net: nn.Module, x: np.ndarray, mode: str = "jet") -> np.ndarray:
+    def pointwise_residual(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
         """|r| at arbitrary local points (for adaptive resampling)."""
         x64 = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.problem.dim)
         xt = x64.to(self.dtype).to(self.device)
         with torch.enable_grad():
-            _, g, lap = derivatives(net, xt, mode)
+            _, g, lap = derivatives(net, xt, "jet")
         p = self.problem
         r = residual(p.k(x64).to(xt), p.grad_k(x64).to(xt), p.lifted_source(x64).to(xt), lap, g)
         return r.detach().abs().cpu().double().numpy()

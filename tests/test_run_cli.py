@@ -1,0 +1,38 @@
+"""``run`` and ``gradcheck`` commands under mpiexec."""
+import re
+
+SMALL = ["--set", "sampling.interior=800", "--set", "sampling.boundary=160",
+         "--set", "network.width=16", "--set", "network.features=8", "--set", "coarse.cells=8"]
+
+
+def test_gradcheck_passes_in_float64_and_fails_in_float32(mpiexec):
+    out = mpiexec(2, ["-m", "parallel_ms", "gradcheck", "--case", "paper-2d", *SMALL],
+                  timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASS" in out.stdout and out.stdout.count("Taylor test") == 1
+    rates = [float(x) for x in re.findall(r"e[+-]\d\d\s+(\d\.\d{3})$", out.stdout, re.M)]
+    assert len(rates) == 4 and min(rates) > 1.9
+    # float32 rounding swamps the t^2 remainder for small t: the rule must catch it
+    bad = mpiexec(2, ["-m", "parallel_ms", "gradcheck", "--case", "paper-2d", "--dtype",
+                      "float32", *SMALL], timeout=300)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout
+
+
+def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15", "--eps", "0.5",
+                      "--steps", "30", "--set", "network.hard_bc=true",
+                      "--set", "train.eval_every=10", "--set", "train.log_every=10",
+                      "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=1",
+                      *SMALL], timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("done: 30 steps") == 1
+    m = re.search(r"rel\. L2 error (\S+), rel\. H1 error (\S+)", out.stdout)
+    assert m and 0 < float(m.group(1)) < 10 and 0 < float(m.group(2)) < 10
+    assert len(re.findall(r"^step +\d+ ", out.stdout, re.M)) == 3
+
+
+def test_run_config_error_is_one_line_on_two_ranks(mpiexec):
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--set", "optimizer.lr=-1"], timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == "parallel_ms: error: optimizer.lr = -1.0 (allowed: > 0)"
+    assert "Traceback" not in out.stderr
