@@ -74,8 +74,20 @@ class CoarseConfig:
 
 
 @dataclass
+class CouplingConfig:
+    tau2: float = 1.0               #: coupling weight tau_2 (3.1), times the balancing weight
+    delta: float | None = None      #: compression radius delta (default eps, paper)
+    weights: str = "uniform"        #: uniform (paper) | lumped (lumped coarse mass)
+    refresh: str = "lazy"           #: lazy (paper) | every-step
+    refresh_every: int = 100        #: T_K: recheck K~ every T_K steps (lazy)
+    refresh_tol: float = 1e-2       #: ... and re-solve the state when K~ moved more than this
+    continuation: float = 0.0       #: from this fraction of the steps on, tau_2 decays
+                                    #: linearly to 0 at the end (0: off)
+
+
+@dataclass
 class TrainConfig:
-    method: str = "pinn"            #: pinn
+    method: str = "pinn"            #: pinn | hybrid (Algorithm 3.1)
     steps: int = 1000
     eval_every: int = 100           #: relative L2/H1 against the reference every N steps
     log_every: int = 100
@@ -103,6 +115,7 @@ class Config:
     balancing: BalancingConfig = field(default_factory=BalancingConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    coupling: CouplingConfig = field(default_factory=CouplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -117,16 +130,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sampling.method": ("uniform", "sobol"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
     "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs"),
-    "train.method": ("pinn",),
+    "train.method": ("pinn", "hybrid"),
+    "coupling.weights": ("uniform", "lumped"),
+    "coupling.refresh": ("lazy", "every-step"),
     "parallel.device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
             "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
             "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
             "balancing.every", "train.eval_every", "train.log_every", "parallel.threads",
-            "reference.degree", "problem.eps", "coarse.cells", "reference.resolution")
+            "reference.degree", "problem.eps", "coarse.cells", "reference.resolution",
+            "coupling.delta", "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
-                "sampling.adaptive_c", "loss.tau1", "train.steps", "optimizer.switch_tol")
+                "sampling.adaptive_c", "loss.tau1", "train.steps", "optimizer.switch_tol",
+                "coupling.tau2", "coupling.refresh_tol")
 
 
 def _error(key: str, value: object, allowed: str) -> UserError:
@@ -235,6 +252,8 @@ def validate(cfg: Config) -> None:
     if cfg.network.sigmas is not None and (not cfg.network.sigmas
                                             or min(cfg.network.sigmas) <= 0):
         raise _error("network.sigmas", cfg.network.sigmas, "a non-empty list of values > 0")
+    if not 0 <= cfg.coupling.continuation < 1:
+        raise _error("coupling.continuation", cfg.coupling.continuation, "0 <= value < 1")
     if cfg.reference.degree not in (1, 2):
         raise _error("reference.degree", cfg.reference.degree, "1, 2")
     from parallel_ms.problems import get_case

@@ -124,9 +124,9 @@ def finalize() -> None:
         PETSc._finalize()
 
 
-def allreduce_sum(x: T) -> T:
-    """Sum of ``x`` over all ranks: a float, a NumPy array or a (detached) torch tensor."""
-    comm = MPI.COMM_WORLD
+def allreduce_sum(x: T, comm: MPI.Comm = MPI.COMM_WORLD) -> T:
+    """Sum of ``x`` over the ranks of ``comm``: a float, a NumPy array or a (detached) torch
+    tensor."""
     if isinstance(x, torch.Tensor):
         out = torch.from_numpy(comm.allreduce(x.detach().cpu().numpy(), op=MPI.SUM))
         return out.to(device=x.device, dtype=x.dtype)  # type: ignore[return-value]

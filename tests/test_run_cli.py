@@ -36,3 +36,25 @@ def test_run_config_error_is_one_line_on_two_ranks(mpiexec):
     assert out.returncode == 2
     assert out.stderr.splitlines()[0] == "parallel_ms: error: optimizer.lr = -1.0 (allowed: > 0)"
     assert "Traceback" not in out.stderr
+
+
+def test_hybrid_run_and_gradcheck_commands(mpiexec, tmp_path):
+    hybrid = ["--method", "hybrid", "--case", "paper-1d-eps1_15", "--set", "coarse.cells=40",
+              "--set", "network.hard_bc=true", *SMALL[:-2]]
+    out = mpiexec(2, ["-m", "parallel_ms", "run", *hybrid, "--steps", "20",
+                      "--set", "train.eval_every=20", "--set", "train.log_every=10",
+                      "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=1"],
+                  timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^step +20 .* R \S+  K~ \d\.\d{4}", out.stdout, re.M), out.stdout
+    check = mpiexec(2, ["-m", "parallel_ms", "gradcheck", *hybrid], timeout=300)
+    assert check.returncode == 0 and "PASS" in check.stdout, check.stdout + check.stderr
+
+
+def test_too_coarse_sampling_for_delta_is_one_line(mpiexec):
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--method", "hybrid", "--case", "paper-2d",
+                      "--points", "300", "--set", "coupling.delta=0.02"], timeout=120)
+    assert out.returncode == 2, out.stderr
+    first = out.stderr.splitlines()[0]
+    assert first.startswith("parallel_ms: error: ") and "no collocation point within" in first
+    assert "Traceback" not in out.stderr

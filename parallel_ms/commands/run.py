@@ -8,10 +8,12 @@ from parallel_ms.commands.options import add_config_options, resolve
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="train on a case (method pinn) and report rel. L2/H1 errors",
-                       description="Train a (multiscale Fourier-feature) PINN on a case, data "
-                                   "parallel over the MPI ranks; the errors reported are those "
-                                   "of the iterate with the smallest residual loss.")
+    p = sub.add_parser("run", help="train on a case (method pinn or hybrid) and report rel. "
+                                   "L2/H1 errors",
+                       description="Train a (multiscale Fourier-feature) PINN, plain or hybrid "
+                                   "(Algorithm 3.1), on a case, data parallel over the MPI "
+                                   "ranks; the errors reported are those of the iterate with "
+                                   "the smallest residual loss.")
     add_config_options(p)
 
 

@@ -29,14 +29,16 @@ def build_network(cfg: NetworkConfig, problem: Problem) -> nn.Module:
 
 class PINNForward(nn.Module):
     """What one training step evaluates (one forward call, so DistributedDataParallel can wrap
-    it): v, grad v, lap v at the interior points and v at the boundary points."""
+    it): v, grad v, lap v at the interior points, v at the boundary points and v at the coarse
+    nodes (used by the compression operator near the boundary; empty for plain PINN)."""
 
     def __init__(self, net: nn.Module, mode: str = "jet") -> None:
         super().__init__()
         self.net = net
         self.mode = mode
 
-    def forward(self, x_int: torch.Tensor, x_bnd: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x_int: torch.Tensor, x_bnd: torch.Tensor, x_nodes: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
         v, g, lap = derivatives(self.net, x_int, self.mode)
-        return v, g, lap, self.net(x_bnd)
+        v_bn = self.net(torch.cat([x_bnd, x_nodes]))
+        return v, g, lap, v_bn[:len(x_bnd)], v_bn[len(x_bnd):]

@@ -56,6 +56,30 @@ class Trainer:
         self.switch = PlateauSwitch(cfg.optimizer.switch_window, cfg.optimizer.switch_tol) \
             if cfg.optimizer.kind == "adam-lbfgs" else None
         self._reference = None
+        self.current_step = 0
+        self._k_refreshed: float | None = None
+        self.s.objective.refresh_policy = self._refresh_due
+
+    # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
+    def _refresh_due(self, k_raw: float) -> bool:
+        """Re-solve the coarse state? Always under L-BFGS and in every-step mode (consistent
+        objective); lazily otherwise: every T_K steps, when K~ moved more than the tolerance
+        (paper: T_K = 100, 1e-2)."""
+        c = self.cfg.coupling
+        due = (self._k_refreshed is None or self.optimizer_kind == "lbfgs"
+               or c.refresh == "every-step"
+               or (self.current_step % c.refresh_every == 0
+                   and abs(k_raw - self._k_refreshed) > c.refresh_tol))
+        if due:
+            self._k_refreshed = k_raw
+        return due
+
+    def _tau2(self, step: int) -> float:
+        c, n = self.cfg.coupling, self.cfg.train.steps
+        start = c.continuation * n
+        if not c.continuation or step <= start:
+            return c.tau2
+        return c.tau2 * max(n - step, 0) / (n - start)
 
     # ---- one step -----------------------------------------------------------------------
     def _local_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -63,6 +87,10 @@ class Trainer:
         return self.balancer.combine(terms) * self.ctx.size, terms
 
     def step(self, step: int) -> dict[str, Any]:
+        self.current_step = step
+        coupling = self.s.objective.coupling
+        if coupling is not None:
+            coupling.tau2 = self._tau2(step)
         if self.balancer.due(step):
             self.balancer.update(self.s.objective.terms(self.s.forward), self.params)
         if self.optimizer_kind == "adam":
@@ -92,6 +120,10 @@ class Trainer:
                **{name: float(v) for name, v in zip(terms, values)},
                **{f"w_{n}": w for n, w in self.balancer.weights.items()}}
         row["loss"] = sum(self.balancer.weights[n] * row[n] for n in terms)
+        if coupling is not None:
+            st = coupling.state
+            row.update(k11=st.k11, k11_raw=st.k11_raw, bound_active=st.bound_active,
+                       R=st.coupling, tau2=coupling.tau2)
         if self.switch is not None and self.optimizer_kind == "adam" and self.switch(grad_norm):
             self.optimizer_kind = "lbfgs"
             parallel.print0(f"step {step}: gradient norm plateau, switching Adam -> L-BFGS")
@@ -152,6 +184,9 @@ def _log_line(row: dict[str, Any]) -> str:
     parts = [f"step {row['step']:>6}", f"loss {row['loss']:.4e}", f"res {row['residual']:.3e}"]
     if "boundary" in row:
         parts.append(f"bnd {row['boundary']:.3e}")
+    if "k11" in row:
+        parts.append(f"R {row['R']:.3e}  K~ {row['k11']:.4f}" + (" (bound)" if row["bound_active"]
+                                                                 else ""))
     parts.append(f"lr {row['lr']:.2e}")
     if "rel_l2" in row:
         parts.append(f"rel L2 {row['rel_l2']:.3e}  rel H1 {row['rel_h1']:.3e}")

@@ -9,10 +9,13 @@ evaluated once per point set.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
+from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.fine.derivatives import derivatives
 from parallel_ms.fine.sampling import Shard
 from parallel_ms.problems import Problem
@@ -35,6 +38,9 @@ class PINNObjective:
         self.dtype, self.device = dtype, device
         self.tau1 = tau1
         self.hard_bc = hard_bc
+        self.coupling: Coupling | None = None
+        #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
+        self.refresh_policy: Callable[[float], bool] = lambda k: True
         self.set_points(shard)
 
     def set_points(self, shard: Shard) -> None:
@@ -49,19 +55,32 @@ class PINNObjective:
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
+        self.x_nodes = torch.empty((0, self.problem.dim), dtype=self.dtype, device=self.device)
+
+    def attach_coupling(self, coupling: Coupling) -> None:
+        """Hybrid method: add the coupling term tau_2 R (3.25) with its adjoint gradient."""
+        self.coupling = coupling
+        self.x_nodes = torch.tensor(coupling.node_points, dtype=self.dtype,
+                                       device=self.device)
 
     @property
     def term_names(self) -> list[str]:
-        return ["residual"] + ([] if self.hard_bc else ["boundary"])
+        return (["residual"] + ([] if self.hard_bc else ["boundary"])
+                + ([] if self.coupling is None else ["coupling"]))
 
     def terms(self, forward: nn.Module) -> dict[str, torch.Tensor]:
         """Local partial sums {residual, boundary} (boundary only with soft BCs) through
         ``forward`` (a :class:`~parallel_ms.fine.model.PINNForward`, maybe DDP-wrapped)."""
-        v, g, lap, v_b = forward(self.x_int, self.x_bnd)
+        v, g, lap, v_b, v_nodes = forward(self.x_int, self.x_bnd, self.x_nodes)
         r = residual(self.k, self.grad_k, self.f, lap, g)
         out = {"residual": self.w_int * (r ** 2).sum()}
         if not self.hard_bc:
             out["boundary"] = self.w_bnd * (v_b ** 2).sum()
+        if self.coupling is not None:
+            k_raw = self.coupling.k_global(g)
+            if self.refresh_policy(k_raw):
+                self.coupling.refresh(k_raw)
+            out["coupling"] = self.coupling.term(v, g, v_nodes)
         return out
 
     def pointwise_residual(self, net: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from torch import nn
 
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.config import Config
+from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
 from parallel_ms.fine.sampling import sample
 from parallel_ms.parallel import ParallelContext
@@ -38,6 +39,11 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     forward = PINNForward(net, cfg.loss.derivatives)
     objective = PINNObjective(problem, shard, DTYPES[cfg.network.dtype], ctx.device,
                               cfg.loss.tau1, cfg.network.hard_bc)
+    if cfg.train.method == "hybrid":
+        c = cfg.coupling
+        objective.attach_coupling(Coupling(
+            problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
+            c.delta or problem.eps, c.tau2, c.weights))
     return Setup(problem, mesh, net, forward, objective)
 
 

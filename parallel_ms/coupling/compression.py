@@ -1,0 +1,104 @@
+"""The compression operator Q_delta at the coarse nodes (paper 000 (2.9), discretised (3.26)).
+
+A coarse node farther than delta/2 from the boundary gets the mean of v over the interior
+collocation points within distance delta/2; the other nodes get v at the node itself.
+
+In parallel a point can feed a node that another rank owns (delta/2 may exceed the halo). The
+operator is therefore a distributed sparse PETSc matrix Q (coarse dofs x points): every rank
+inserts the entries of its own points into whatever rows they touch and PETSc's assembly moves
+them to the owners, like FE assembly; the backward pass is Q^T. Nodes are addressed through
+the structured numbering of the unit interval/square mesh (n cells per direction), which does
+not depend on the partition.
+"""
+from __future__ import annotations
+
+import firedrake as fd
+import numpy as np
+from petsc4py import PETSc
+
+from parallel_ms.errors import UserError
+
+
+def _structured_index(x: np.ndarray, n: int) -> np.ndarray:
+    ij = np.rint(x * n).astype(np.int64)
+    return ij[:, 0] if x.shape[1] == 1 else ij[:, 1] * (n + 1) + ij[:, 0]
+
+
+class Compression:
+    """Q_delta for the coarse P1 space ``V`` (unit mesh with ``n`` cells per direction) and
+    this rank's interior points ``points`` (m, d)."""
+
+    def __init__(self, V: fd.FunctionSpace, n: int, points: np.ndarray, delta: float) -> None:
+        comm = V.mesh().comm
+        dim = points.shape[1]
+        self.V, self.delta = V, delta
+        n_nodes = (n + 1) ** dim
+        m_local = len(points)
+        m_global = comm.allreduce(m_local)
+        offset = comm.exscan(m_local) or 0
+        # -- C: structured nodes x points, rows for the nodes within delta/2 of each point
+        r = delta / 2
+        rows, cols = [], []
+        lo = np.ceil((points - r) * n - 1e-9).astype(int).clip(0, n)
+        hi = np.floor((points + r) * n + 1e-9).astype(int).clip(0, n)
+        for i, (p, a, b) in enumerate(zip(points, lo, hi)):
+            axes = np.meshgrid(*[np.arange(a[k], b[k] + 1) for k in range(dim)], indexing="ij")
+            nodes = np.stack([ax.ravel() for ax in axes], 1) / n
+            near = np.linalg.norm(nodes - p, axis=1) <= r
+            interior = np.all((nodes > r) & (nodes < 1 - r), axis=1)
+            keep = nodes[near & interior]
+            rows.append(_structured_index(keep, n))
+            cols.append(np.full(len(keep), offset + i))
+        rows_a = np.concatenate(rows or [np.empty(0, int)]).astype(PETSc.IntType)
+        cols_a = np.concatenate(cols or [np.empty(0, int)]).astype(PETSc.IntType)
+        C = PETSc.Mat().createAIJ(((PETSc.DECIDE, n_nodes), (m_local, m_global)), comm=comm)
+        C.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+        C.setUp()
+        for row, col in zip(rows_a, cols_a):
+            C.setValue(row, col, 1.0, addv=PETSc.InsertMode.ADD_VALUES)
+        C.assemble()
+        ones, counts = C.createVecs()
+        ones.set(1.0)
+        C.mult(ones, counts)                      # points per node
+        # -- P: Firedrake's coarse dofs x structured nodes (owned dofs only)
+        coords = fd.Function(fd.VectorFunctionSpace(V.mesh(), "CG", 1)).interpolate(
+            fd.SpatialCoordinate(V.mesh())).dat.data_ro.reshape(-1, dim)
+        self.node_coords = coords
+        n_owned = len(coords)
+        dofs = V.dof_dset.lgmap.apply(np.arange(n_owned, dtype=PETSc.IntType))
+        P = PETSc.Mat().createAIJ(((n_owned, V.dim()), (C.getLocalSize()[0], n_nodes)),
+                                  nnz=1, comm=comm)
+        structured = _structured_index(coords, n)
+        for row, col in zip(dofs, structured):
+            P.setValue(row, col, 1.0)
+        P.assemble()
+        cnt = P.createVecLeft()
+        P.mult(counts, cnt)
+        self.near_boundary = np.any((coords <= r) | (coords >= 1 - r), axis=1)
+        empty = int(np.sum((cnt.getArray() == 0) & ~self.near_boundary))
+        empty = comm.allreduce(empty)
+        if empty:
+            raise UserError(f"{empty} coarse node(s) farther than delta/2 = {r:g} from the "
+                            f"boundary have no collocation point within delta/2: use more "
+                            f"points (sampling.interior) or a larger delta", collective=True)
+        inv = counts.duplicate()
+        inv.setArray(np.where(counts.getArray() > 0, 1.0 / np.maximum(counts.getArray(), 1), 0))
+        C.diagonalScale(L=inv)                    # rows: means instead of sums
+        self.Q = P.matMult(C)                     # coarse dofs x points
+        self.point_vec = self.Q.createVecRight()
+        self.node_vec = self.Q.createVecLeft()
+        self.counts = cnt.getArray().copy()
+
+    def apply(self, v_points: np.ndarray, v_nodes: np.ndarray) -> np.ndarray:
+        """(Q v) at the owned coarse dofs: means of the point values, and ``v_nodes`` (v at
+        the owned nodes) where a node is within delta/2 of the boundary."""
+        self.point_vec.setArray(v_points)
+        self.Q.mult(self.point_vec, self.node_vec)
+        return np.where(self.near_boundary, v_nodes, self.node_vec.getArray())
+
+    def transpose(self, e_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Adjoint of :meth:`apply`: (Q^T e at this rank's points, e at the near-boundary
+        owned nodes, zero elsewhere)."""
+        self.node_vec.setArray(np.where(self.near_boundary, 0.0, e_nodes))
+        self.Q.multTranspose(self.node_vec, self.point_vec)
+        return self.point_vec.getArray().copy(), np.where(self.near_boundary, e_nodes, 0.0)

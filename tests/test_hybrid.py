@@ -1,0 +1,189 @@
+"""Hybrid method (Algorithm 3.1): coarse state/adjoint, compression, coupling, reduced gradient."""
+import numpy as np
+import pytest
+import torch
+from mpi4py import MPI
+
+from parallel_ms import config, parallel
+from parallel_ms.coarse.mesh import unit_mesh
+from parallel_ms.coarse.problem import CoarseProblem
+from parallel_ms.coupling.compression import Compression
+from parallel_ms.errors import UserError
+from parallel_ms.fine.sampling import sample
+from parallel_ms.problems import get_case
+from parallel_ms.training.gradcheck import taylor_test
+from parallel_ms.training.setup import build
+
+fd = pytest.importorskip("firedrake")
+WORLD = MPI.COMM_WORLD
+HYBRID = ["train.method=hybrid", "sampling.interior=3000", "sampling.boundary=300",
+          "network.width=16", "network.features=8", "coarse.cells=8", "coupling.delta=0.3",
+          "network.dtype=float64"]
+
+
+def _gathered_by_coordinates(values: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """All owned node values, ordered by node coordinates (partition independent)."""
+    c = np.concatenate(WORLD.allgather(coords))
+    v = np.concatenate(WORLD.allgather(values))
+    return v[np.lexsort(c.T[::-1])]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("dim,n", [(1, 40), (2, 8)])
+def test_compression_equals_a_direct_serial_evaluation(dim, n):
+    """Q v on the distributed mesh = the definition (3.26) evaluated directly on all points."""
+    mesh = unit_mesh(dim, n)
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    shard = sample(mesh, 3000, 10, "uniform", 2, WORLD)
+    delta = 0.3 if dim == 2 else 0.1
+
+    def f(x):
+        return np.cos(4 * x[:, 0]) + (x[:, 1] ** 2 if dim == 2 else 0)
+
+    comp = Compression(V, n, shard.interior, delta)
+    qv = comp.apply(f(shard.interior), f(comp.node_coords))
+    got = _gathered_by_coordinates(qv, comp.node_coords)
+    pts = np.concatenate(WORLD.allgather(shard.interior))            # small: test only
+    nodes = np.concatenate(WORLD.allgather(comp.node_coords))
+    nodes = nodes[np.lexsort(nodes.T[::-1])]
+    expected = []
+    for x in nodes:
+        if np.any((x <= delta / 2) | (x >= 1 - delta / 2)):
+            expected.append(f(x[None])[0])
+        else:
+            near = np.linalg.norm(pts - x, axis=1) <= delta / 2
+            expected.append(f(pts[near]).mean())
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+    # the transpose is the adjoint: <Q v, e> = <v, Q^T e>
+    e = np.random.default_rng(WORLD.rank).standard_normal(len(qv))
+    tp, tn = comp.transpose(e)
+    lhs = parallel.allreduce_sum(float(qv @ e))
+    rhs = parallel.allreduce_sum(float(f(shard.interior) @ tp + f(comp.node_coords) @ tn))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.mpi
+def test_too_few_points_for_delta_is_a_user_error():
+    mesh = unit_mesh(2, 20)
+    shard = sample(mesh, 200, 10, "uniform", 0, WORLD)
+    with pytest.raises(UserError, match=r"coarse node\(s\) .* no collocation point within"):
+        Compression(fd.FunctionSpace(mesh, "CG", 1), 20, shard.interior, 0.02)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case,n", [("paper-1d-eps0_01", 20), ("paper-2d", 6)])
+def test_state_and_adjoint_match_a_dense_serial_solve(case, n):
+    problem = get_case(case)
+    cp = CoarseProblem(unit_mesh(problem.dim, n), problem)
+    coords = fd.Function(fd.VectorFunctionSpace(cp.V.mesh(), "CG", 1)).interpolate(
+        fd.SpatialCoordinate(cp.V.mesh())).dat.data_ro.reshape(-1, problem.dim)
+    k = 1.7
+    y = _gathered_by_coordinates(cp.state(k), coords)
+    rhs_fn = lambda x: np.sin(3 * x[:, 0]) + 1  # noqa: E731
+    p = _gathered_by_coordinates(cp.adjoint(k, rhs_fn(coords)), coords)
+    # dense serial reference on the same (serial) mesh
+    serial = CoarseProblem(unit_mesh(problem.dim, n, MPI.COMM_SELF), problem)
+    A = serial.A.petscmat.convert("dense").getDenseArray()
+    F = serial.F.dat.data_ro.copy()
+    sc = fd.Function(fd.VectorFunctionSpace(serial.V.mesh(), "CG", 1)).interpolate(
+        fd.SpatialCoordinate(serial.V.mesh())).dat.data_ro.reshape(-1, problem.dim)
+    order = np.lexsort(sc.T[::-1])
+    y_dense = np.linalg.solve(k * A, F)[order]
+    b = np.where(serial.boundary, 0.0, rhs_fn(sc))
+    p_dense = np.linalg.solve(k * A, b)[order]
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(p, p_dense, rtol=1e-10, atol=1e-13)
+    assert np.abs(y).max() > 1e-4
+
+
+def _hybrid_setup(case: str, extra=(), ctx=None):
+    cfg = config.load(None, HYBRID + [f"problem.case={case}", *extra])
+    return build(cfg, ctx or parallel.init("cpu"))
+
+
+def _inside_bounds(s):
+    """Scale the output layer so that K~_11 sits midway between the Reuss and Voigt bounds
+    (a random network usually starts outside them, where the bound makes dK~/dtheta = 0)."""
+    c = s.objective.coupling
+    _, g, *_ = s.forward(s.objective.x_int, s.objective.x_bnd, s.objective.x_nodes)
+    k_now = c.k_global(g)
+    slope = k_now - c.voigt    # K~ = Voigt_MC + alpha * slope when v is scaled by alpha
+    alpha = -0.5 * (c.voigt - c.reuss) / slope
+    with torch.no_grad():
+        out = s.net.output if hasattr(s.net, "output") else s.net.net.output
+        out.weight.mul_(alpha)
+        out.bias.mul_(alpha)
+    return s
+
+
+def _reduced_objective(s):
+    return lambda: sum(s.objective.terms(s.forward).values())
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", ["paper-2d", "paper-1d-eps1_15"])
+def test_hybrid_taylor_test_with_active_adjoint_part(case):
+    """Reduced objective J(y(theta), v_theta), state re-solved at every theta; tau_2 large so
+    the coupling dominates. Without the adjoint part the rate drops to 1 (next test)."""
+    s = _inside_bounds(_hybrid_setup(case, ["coupling.tau2=1e7"]))
+    result = taylor_test(list(s.net.parameters()), _reduced_objective(s))
+    st = s.objective.coupling.state
+    assert not st.bound_active and s.objective.coupling.reuss < st.k11 < s.objective.coupling.voigt
+    assert result.min_rate > 1.9, result.rates
+    assert result.fd_rel_diff < 1e-5
+
+
+@pytest.mark.mpi
+def test_dropping_the_adjoint_part_breaks_the_gradient(monkeypatch):
+    s = _inside_bounds(_hybrid_setup("paper-2d", ["coupling.tau2=1e7"]))
+    monkeypatch.setattr(type(s.objective.coupling.coarse), "energy", lambda self, p, y: 0.0)
+    result = taylor_test(list(s.net.parameters()), _reduced_objective(s))
+    assert result.min_rate < 1.5, result.rates
+
+
+@pytest.mark.mpi
+def test_k_tilde_of_the_reference_solution_matches_the_reference():
+    """K~_11 by Monte Carlo (4.10) on the FE reference equals the reference's K~_11."""
+    from parallel_ms.reference.solver import solve_reference
+    problem = get_case("paper-2d")
+    ref = solve_reference(problem, resolution=160)
+    s = _hybrid_setup("paper-2d", ["sampling.interior=20000"])
+    pts = s.objective.shard.interior
+    grad = fd.Function(fd.VectorFunctionSpace(ref.mesh, "DG", 0)).interpolate(fd.grad(ref.u))
+    vom = fd.VertexOnlyMesh(ref.mesh, pts, redundant=False)
+    g = fd.Function(fd.VectorFunctionSpace(vom, "DG", 0)).interpolate(grad)
+    order = fd.Function(fd.VectorFunctionSpace(vom, "DG", 0)).interpolate(
+        fd.SpatialCoordinate(vom)).dat.data_ro
+    k = problem.k(torch.tensor(np.array(order)))
+    local = float((k * (torch.tensor(np.array(g.dat.data_ro))[:, 0] + 1)).sum())
+    k_mc = parallel.allreduce_sum(local) / s.objective.shard.n_interior
+    assert abs(k_mc - ref.k11) < 0.02 * ref.k11  # Monte Carlo error of 20000 points
+
+
+@pytest.mark.mpi
+def test_bound_holds_k_tilde_when_driven_against_it():
+    s = _hybrid_setup("paper-1d-eps1_15")
+    c = s.objective.coupling
+    c.refresh(-2.3)                     # what an unbounded run reached in the prototype
+    assert c.state.bound_active and c.state.k11 == pytest.approx(c.reuss)
+    c.refresh(1e3)
+    assert c.state.bound_active and c.state.k11 == pytest.approx(c.voigt)
+    assert np.all(np.isfinite(c.y))
+    assert 1.0 < c.reuss < np.sqrt(3) + 0.05 and 1.95 < c.voigt < 2.05
+
+
+@pytest.mark.mpi
+def test_n_rank_hybrid_gradient_equals_one_rank():
+    import dataclasses
+    from parallel_ms.training.setup import flat_grad
+    s = _inside_bounds(_hybrid_setup("paper-2d", ["coupling.tau2=1e5"]))
+    loss = sum(s.objective.terms(s.forward).values())
+    loss.backward()
+    assert not s.objective.coupling.state.bound_active
+    grad_n = parallel.allreduce_sum(flat_grad(list(s.net.parameters())))
+    ctx1 = dataclasses.replace(parallel.init("cpu"), comm=MPI.COMM_SELF, rank=0, size=1)
+    s1 = _inside_bounds(_hybrid_setup("paper-2d", ["coupling.tau2=1e5"], ctx1))
+    loss1 = sum(s1.objective.terms(s1.forward).values())
+    loss1.backward()
+    grad_1 = flat_grad(list(s1.net.parameters()))
+    assert float(torch.linalg.vector_norm(grad_n - grad_1) / torch.linalg.vector_norm(grad_1)) < 1e-10
