@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 import torch
 
+# Firedrake hands sys.argv to PETSc: the benchmarks' own options are not PETSc options.
+os.environ.setdefault("FIREDRAKE_DISABLE_OPTIONS_LEFT", "1")
+
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()

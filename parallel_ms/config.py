@@ -78,6 +78,8 @@ class CouplingConfig:
     tau2: float = 1.0               #: coupling weight tau_2 (3.1), times the balancing weight
     delta: float | None = None      #: compression radius delta (default eps, paper)
     weights: str = "uniform"        #: uniform (paper) | lumped (lumped coarse mass)
+    k12: float | None = None        #: given K~_12 = K~_21 (2D; none: K~ = K~_11 I)
+    k22: float | None = None        #: given K~_22 (2D; none: K~ = K~_11 I)
     refresh: str = "lazy"           #: lazy (paper) | every-step
     refresh_every: int = 100        #: T_K: recheck K~ every T_K steps (lazy)
     refresh_tol: float = 1e-2       #: ... and re-solve the state when K~ moved more than this
@@ -252,6 +254,10 @@ def validate(cfg: Config) -> None:
     if cfg.network.sigmas is not None and (not cfg.network.sigmas
                                             or min(cfg.network.sigmas) <= 0):
         raise _error("network.sigmas", cfg.network.sigmas, "a non-empty list of values > 0")
+    if cfg.coupling.k22 is not None and cfg.coupling.k22 <= 0:
+        raise _error("coupling.k22", cfg.coupling.k22, "> 0 or none")
+    if cfg.coupling.k12 is not None and cfg.coupling.k22 is None:
+        raise _error("coupling.k12", cfg.coupling.k12, "none unless coupling.k22 is given")
     if not 0 <= cfg.coupling.continuation < 1:
         raise _error("coupling.continuation", cfg.coupling.continuation, "0 <= value < 1")
     if cfg.reference.degree not in (1, 2):

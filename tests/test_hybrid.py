@@ -83,7 +83,7 @@ def test_state_and_adjoint_match_a_dense_serial_solve(case, n):
     p = _gathered_by_coordinates(cp.adjoint(k, rhs_fn(coords)), coords)
     # dense serial reference on the same (serial) mesh
     serial = CoarseProblem(unit_mesh(problem.dim, n, MPI.COMM_SELF), problem)
-    A = serial.A.petscmat.convert("dense").getDenseArray()
+    A = serial.D.petscmat.convert("dense").getDenseArray()
     F = serial.F.dat.data_ro.copy()
     sc = fd.Function(fd.VectorFunctionSpace(serial.V.mesh(), "CG", 1)).interpolate(
         fd.SpatialCoordinate(serial.V.mesh())).dat.data_ro.reshape(-1, problem.dim)
@@ -131,6 +131,26 @@ def test_hybrid_taylor_test_with_active_adjoint_part(case):
     assert not st.bound_active and s.objective.coupling.reuss < st.k11 < s.objective.coupling.voigt
     assert result.min_rate > 1.9, result.rates
     assert result.fd_rel_diff < 1e-5
+
+
+@pytest.mark.mpi
+def test_anisotropic_variant_state_and_taylor_test():
+    """K~ = [[K~_11, k12], [k12, k22]] with k12, k22 given (Assumption 4.3)."""
+    s = _inside_bounds(_hybrid_setup("paper-2d", ["coupling.tau2=1e7", "coupling.k12=0.05",
+                                                  "coupling.k22=2.9"]))
+    result = taylor_test(list(s.net.parameters()), _reduced_objective(s))
+    assert result.min_rate > 1.9 and result.fd_rel_diff < 1e-5, result.rates
+    cp = s.objective.coupling.coarse
+    k = 2.85
+    y, F = cp.state(k), cp.F.dat.data_ro
+    u, phi = fd.TrialFunction(cp.V), fd.TestFunction(cp.V)
+    kt = fd.as_matrix([[k, 0.05], [0.05, 2.9]])
+    B = fd.assemble(fd.inner(kt * fd.grad(u), fd.grad(phi)) * fd.dx, bcs=[cp.bc])
+    yf, r = fd.Function(cp.V), fd.Function(cp.V)
+    yf.dat.data_wo[:] = y
+    with yf.dat.vec_ro as yv, r.dat.vec_wo as rv:
+        B.petscmat.mult(yv, rv)
+    assert np.abs(r.dat.data_ro - F).max() < 1e-10 * np.abs(F).max()   # B y = F
 
 
 @pytest.mark.mpi

@@ -1,15 +1,20 @@
 """The coarse-scale problem (paper 000 (3.17)/(4.18)) and its adjoint ((3.18)/(3.23)).
 
-P1 on the coarse mesh, y_h in H^1_0. For the isotropic upscaled coefficient K~ = K~_11 I:
+P1 on the coarse mesh, y_h in H^1_0, constant upscaled coefficient K~ whose entry K~_11 comes
+from the network and, in the anisotropic variant, K~_12 = K~_21 and K~_22 are given and fixed
+(Assumption 4.3):
 
-    state:    K~_11 A y = F,          F_i = int q phi_i            (the lifting term
-                                                                    int K~ e_1 . grad phi
-                                                                    vanishes for constant K~)
-    adjoint:  K~_11 A p = b,          b = -dJ/dy
+    state:    B(K~_11) y = F,          F_i = int q phi_i      (the lifting term
+                                                              int K~ e_1 . grad phi vanishes
+                                                              for constant K~)
+    adjoint:  B(K~_11) p = b,          b = -dJ/dy
+    B(K~_11) = K~_11 D + C,            D = dB/dK~_11
 
-A is the Laplace stiffness matrix with the Dirichlet rows: it is assembled and factorised (or
-preconditioned) ONCE, and every state and adjoint solve of the run reuses that setup. Solver
-settings: :data:`COARSE_SOLVER` and the options database under the prefix ``coarse_``.
+Isotropic (K~ = K~_11 I): B = K~_11 A with A the Laplace stiffness matrix with Dirichlet rows;
+A is assembled and factorised ONCE and every state and adjoint solve of the run reuses that
+setup (the state is A^{-1} F / K~_11). Anisotropic: D = int d_1 u d_1 phi, and B is
+re-assembled and re-factorised when K~_11 changes (the lazy refresh makes that rare).
+Solver settings: :data:`COARSE_SOLVER` and the options database under the prefix ``coarse_``.
 """
 from __future__ import annotations
 
@@ -23,38 +28,65 @@ COARSE_SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_t
 
 
 class CoarseProblem:
-    def __init__(self, mesh: fd.MeshGeometry, problem: Problem) -> None:
+    def __init__(self, mesh: fd.MeshGeometry, problem: Problem,
+                 k12: float | None = None, k22: float | None = None) -> None:
         self.V = fd.FunctionSpace(mesh, "CG", 1)
         u, phi = fd.TrialFunction(self.V), fd.TestFunction(self.V)
         self.bc = fd.DirichletBC(self.V, 0, "on_boundary")
-        self.A = fd.assemble(fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, bcs=[self.bc])
-        self.solver = fd.LinearSolver(self.A, solver_parameters=dict(COARSE_SOLVER),
-                                      options_prefix=OPTIONS_PREFIX)
+        self.isotropic = k12 is None and k22 is None
         self.F = fd.assemble(problem.q_ufl(mesh) * phi * fd.dx, bcs=[self.bc])
-        self.boundary = np.zeros(len(self.V.dof_dset.lgmap.indices[:self.V.dof_dset.size]),
-                                 dtype=bool)
-        self.boundary[self.bc.nodes[self.bc.nodes < self.V.dof_dset.size]] = True
-        self._base = fd.Function(self.V)
-        self.solver.solve(self._base, self.F)     # A^{-1} F, once: y = base / K~_11
+        n_owned = self.V.dof_dset.size
+        self.boundary = np.zeros(n_owned, dtype=bool)
+        self.boundary[self.bc.nodes[self.bc.nodes < n_owned]] = True
+        if self.isotropic:
+            self.D = fd.assemble(fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, bcs=[self.bc])
+            self._factorise(self.D)
+            self._base = fd.Function(self.V)
+            self.solver.solve(self._base, self.F)     # A^{-1} F, once: y = base / K~_11
+        else:
+            if problem.dim != 2:
+                raise ValueError("K~_12 and K~_22 exist in 2D only")
+            self._k11 = fd.Constant(1.0)
+            kt = fd.as_matrix([[self._k11, k12 or 0.0], [k12 or 0.0, k22 or 0.0]])
+            self._form = fd.inner(kt * fd.grad(u), fd.grad(phi)) * fd.dx
+            self.D = fd.assemble(u.dx(0) * phi.dx(0) * fd.dx)
+            self._factored_for: float | None = None
+
+    def _factorise(self, operator: fd.MatrixBase) -> None:
+        self.solver = fd.LinearSolver(operator, solver_parameters=dict(COARSE_SOLVER),
+                                      options_prefix=OPTIONS_PREFIX)
+
+    def _solve(self, k11: float, b: fd.Cofunction) -> np.ndarray:
+        """B(k11)^{-1} b at the owned dofs."""
+        x = fd.Function(self.V)
+        if self.isotropic:
+            self.solver.solve(x, b)
+            return x.dat.data_ro / k11
+        if self._factored_for != k11:
+            self._k11.assign(k11)
+            self._factorise(fd.assemble(self._form, bcs=[self.bc]))
+            self._factored_for = k11
+        self.solver.solve(x, b)
+        return x.dat.data_ro.copy()
 
     def state(self, k11: float) -> np.ndarray:
-        """y at the owned coarse dofs for K~ = k11 I."""
-        return self._base.dat.data_ro / k11
+        """y at the owned coarse dofs for the coefficient with this K~_11."""
+        if self.isotropic:
+            return self._base.dat.data_ro / k11
+        return self._solve(k11, self.F)
 
     def adjoint(self, k11: float, rhs: np.ndarray) -> np.ndarray:
-        """p with (k11 A) p = rhs (rhs at the owned dofs; boundary rows are zeroed)."""
+        """p with B(k11) p = rhs (rhs at the owned dofs; boundary rows are zeroed)."""
         b = fd.Cofunction(self.V.dual())
         b.dat.data_wo[:] = np.where(self.boundary, 0.0, rhs)
-        p = fd.Function(self.V)
-        self.solver.solve(p, b)
-        return p.dat.data_ro / k11
+        return self._solve(k11, b)
 
     def energy(self, p: np.ndarray, y: np.ndarray) -> float:
-        """p^T A y (collective): dB/dK~_11 = A contracted with the adjoint and the state."""
+        """p^T (dB/dK~_11) y (collective); p and y vanish on the boundary."""
         pf, yf = fd.Function(self.V), fd.Function(self.V)
         pf.dat.data_wo[:] = p
         yf.dat.data_wo[:] = y
         with pf.dat.vec_ro as pv, yf.dat.vec_ro as yv:
-            ay = yv.duplicate()
-            self.A.petscmat.mult(yv, ay)
-            return float(pv.dot(ay))
+            dy = yv.duplicate()
+            self.D.petscmat.mult(yv, dy)
+            return float(pv.dot(dy))

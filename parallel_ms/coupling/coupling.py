@@ -27,6 +27,7 @@ import torch
 from parallel_ms import parallel
 from parallel_ms.coarse.problem import CoarseProblem
 from parallel_ms.coupling.compression import Compression
+from parallel_ms.errors import UserError
 from parallel_ms.problems import Problem
 
 WEIGHTS = ("uniform", "lumped")
@@ -43,9 +44,13 @@ class CouplingState:
 class Coupling:
     def __init__(self, problem: Problem, mesh: fd.MeshGeometry, n: int, points: np.ndarray,
                  k_points: torch.Tensor, n_global: int, delta: float, tau2: float,
-                 weights: str = "uniform") -> None:
+                 weights: str = "uniform", k12: float | None = None,
+                 k22: float | None = None) -> None:
         self.comm = mesh.comm
-        self.coarse = CoarseProblem(mesh, problem)
+        if (k12 is not None or k22 is not None) and problem.dim != 2:
+            raise UserError(f"coupling.k12/k22 are for 2D cases; '{problem.name}' is "
+                            f"{problem.dim}D", collective=True)
+        self.coarse = CoarseProblem(mesh, problem, k12, k22)
         self.compression = Compression(self.coarse.V, n, points, delta)
         self.tau2 = tau2
         if weights == "lumped":
@@ -57,6 +62,11 @@ class Coupling:
         k = k_points.double().cpu().numpy()
         self.voigt = parallel.allreduce_sum(float(k.sum()), self.comm) / n_global
         self.reuss = n_global / parallel.allreduce_sum(float((1 / k).sum()), self.comm)
+        if k22 is not None and (k12 or 0.0) ** 2 >= self.reuss * k22:
+            raise UserError(f"coupling.k12 = {k12} with coupling.k22 = {k22}: K~ would not be "
+                            f"positive definite for K~_11 down to the Reuss bound "
+                            f"{self.reuss:.4g} (allowed: k12^2 < {self.reuss:.4g} * k22)",
+                            collective=True)
         self.y = np.zeros(len(self.w))
         self.state = CouplingState(float("nan"), float("nan"), False, float("nan"))
 

@@ -43,7 +43,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
         c = cfg.coupling
         objective.attach_coupling(Coupling(
             problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
-            c.delta or problem.eps, c.tau2, c.weights))
+            c.delta or problem.eps, c.tau2, c.weights, c.k12, c.k22))
     return Setup(problem, mesh, net, forward, objective)
 
 
