@@ -9,7 +9,7 @@ import sys
 from parallel_ms import __version__
 
 #: subcommand -> module in parallel_ms.commands (each has add_parser and main)
-COMMANDS = ("info", "cases", "reference", "run", "gradcheck")
+COMMANDS = ("info", "cases", "config", "reference", "run", "gradcheck")
 
 
 def build_parser() -> argparse.ArgumentParser:

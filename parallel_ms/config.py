@@ -109,6 +109,12 @@ class ParallelConfig:
 
 
 @dataclass
+class OutputConfig:
+    root: str = "runs"              #: run directories go to <root>/<name>/
+    name: str | None = None         #: default: <method>-<case>-<date>-<time>
+
+
+@dataclass
 class Config:
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -121,6 +127,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -52,3 +52,14 @@ print(fd.assemble(u * fd.dx), float(x.grad.sum()))
     assert out.returncode == 0, out.stderr
     integral, grad_sum = map(float, out.stdout.split())
     assert abs(integral - 0.5) < 1e-12 and abs(grad_sum - 5.0) < 1e-12
+
+
+def test_config_command_prints_a_loadable_resolved_configuration(tmp_path):
+    out = _py(["-m", "parallel_ms", "config", "--case", "paper-1d-eps0_01",
+               "--set", "optimizer.lr=1e-3"])
+    assert out.returncode == 0, out.stderr
+    assert 'case = "paper-1d-eps0_01"' in out.stdout and "lr = 0.001" in out.stdout
+    path = tmp_path / "c.toml"
+    path.write_text(out.stdout)
+    again = _py(["-m", "parallel_ms", "config", "--config", str(path)])
+    assert again.returncode == 0 and again.stdout == out.stdout

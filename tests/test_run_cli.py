@@ -1,4 +1,6 @@
 """``run`` and ``gradcheck`` commands under mpiexec."""
+import csv
+import json
 import re
 
 SMALL = ["--set", "sampling.interior=800", "--set", "sampling.boundary=160",
@@ -23,12 +25,32 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
                       "--steps", "30", "--set", "network.hard_bc=true",
                       "--set", "train.eval_every=10", "--set", "train.log_every=10",
                       "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=1",
+                      "--set", f"output.root={tmp_path}", "--set", "output.name=r1",
                       *SMALL], timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("done: 30 steps") == 1
     m = re.search(r"rel\. L2 error (\S+), rel\. H1 error (\S+)", out.stdout)
     assert m and 0 < float(m.group(1)) < 10 and 0 < float(m.group(2)) < 10
     assert len(re.findall(r"^step +\d+ ", out.stdout, re.M)) == 3
+    run = tmp_path / "r1"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 30 and summary["ranks"] == 2 and summary["method"] == "pinn"
+    assert summary["rel_l2"] == float(m.group(1)) or abs(summary["rel_l2"] - float(m.group(1))) < 1e-4 * summary["rel_l2"]
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert rows[9]["rel_l2"] and not rows[8]["rel_l2"]
+    assert "steps = 30" in (run / "config.toml").read_text()
+
+
+def test_diverging_run_stops_with_one_line(mpiexec, tmp_path):
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-2d", "--steps", "50",
+                      "--set", "optimizer.lr=1e30", "--set", "balancing.enabled=false",
+                      "--set", f"output.root={tmp_path}", *SMALL], timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    first = out.stderr.splitlines()[0]
+    assert re.match(r"parallel_ms: error: the loss term '\w+' is (nan|inf) at step \d+: the run "
+                    r"diverged", first), first
+    assert "Traceback" not in out.stderr
 
 
 def test_run_config_error_is_one_line_on_two_ranks(mpiexec):
@@ -42,6 +64,7 @@ def test_hybrid_run_and_gradcheck_commands(mpiexec, tmp_path):
     hybrid = ["--method", "hybrid", "--case", "paper-1d-eps1_15", "--set", "coarse.cells=40",
               "--set", "network.hard_bc=true", *SMALL[:-2]]
     out = mpiexec(2, ["-m", "parallel_ms", "run", *hybrid, "--steps", "20",
+                      "--set", f"output.root={tmp_path}",
                       "--set", "train.eval_every=20", "--set", "train.log_every=10",
                       "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=1"],
                   timeout=300)
@@ -51,9 +74,10 @@ def test_hybrid_run_and_gradcheck_commands(mpiexec, tmp_path):
     assert check.returncode == 0 and "PASS" in check.stdout, check.stdout + check.stderr
 
 
-def test_too_coarse_sampling_for_delta_is_one_line(mpiexec):
+def test_too_coarse_sampling_for_delta_is_one_line(mpiexec, tmp_path):
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--method", "hybrid", "--case", "paper-2d",
-                      "--points", "300", "--set", "coupling.delta=0.02"], timeout=120)
+                      "--points", "300", "--set", "coupling.delta=0.02",
+                      "--set", f"output.root={tmp_path}"], timeout=120)
     assert out.returncode == 2, out.stderr
     first = out.stderr.splitlines()[0]
     assert first.startswith("parallel_ms: error: ") and "no collocation point within" in first

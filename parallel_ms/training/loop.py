@@ -11,7 +11,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from parallel_ms import parallel
 from parallel_ms.config import Config
+from parallel_ms.errors import UserError
 from parallel_ms.fine.sampling import Shard, resample_adaptive
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
@@ -38,6 +39,7 @@ class Result:
     rel_h1: float | None
     wall_time: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    k11_best: float | None = None
 
 
 class Trainer:
@@ -153,23 +155,31 @@ class Trainer:
                                           old.n_boundary))
 
     # ---- the loop -----------------------------------------------------------------------
-    def run(self) -> Result:
+    def run(self, log: Callable[[dict[str, Any]], None] | None = None) -> Result:
+        """Algorithm 3.1 (hybrid) or plain PINN training; ``log`` receives every step's row."""
         cfg = self.cfg
         t0 = time.perf_counter()
         best = (float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
+        k11_best = None
         history = []
         for step in range(1, cfg.train.steps + 1):
             if cfg.sampling.adaptive_every and step % cfg.sampling.adaptive_every == 0:
                 self.resample(step // cfg.sampling.adaptive_every)
             row = self.step(step)
-            if not np.isfinite(row["loss"]):
-                raise FloatingPointError(f"loss is {row['loss']} at step {step}")
+            bad = [n for n in self.s.objective.term_names if not np.isfinite(row[n])]
+            if bad:
+                raise UserError(f"the loss term '{bad[0]}' is {row[bad[0]]} at step {step}: the "
+                                f"run diverged (try a smaller optimizer.lr or network.dtype="
+                                f"float64)", collective=True)
             if row["residual"] < best[0]:
                 best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
+                k11_best = row.get("k11")
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 row["rel_l2"], row["rel_h1"] = self.errors()
             row["wall_time"] = time.perf_counter() - t0
             history.append(row)
+            if log is not None:
+                log(row)
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 parallel.print0(_log_line(row))
         final = copy.deepcopy(self.s.net.state_dict())
@@ -177,7 +187,7 @@ class Trainer:
         rel_l2, rel_h1 = self.errors() if cfg.train.steps else (None, None)
         self.s.net.load_state_dict(final)
         return Result(cfg.train.steps, best[1], best[0], rel_l2, rel_h1,
-                      time.perf_counter() - t0, history)
+                      time.perf_counter() - t0, history, k11_best)
 
 
 def _log_line(row: dict[str, Any]) -> str:
