@@ -85,6 +85,11 @@ class CouplingConfig:
     refresh_tol: float = 1e-2       #: ... and re-solve the state when K~ moved more than this
     continuation: float = 0.0       #: from this fraction of the steps on, tau_2 decays
                                     #: linearly to 0 at the end (0: off)
+    upscaling: str = "isotropic"    #: isotropic (paper (4.10): K~_11 I, or with k12/k22)
+                                    #: | block-tensor (Algorithm 4.1 per block, 2D, two-output
+                                    #: network for the temperature drops w_1, w_2)
+    blocks: list[int] = field(default_factory=lambda: [1, 1])  #: block-tensor: blocks per
+                                    #: direction (each must divide coarse.cells)
 
 
 @dataclass
@@ -142,6 +147,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.method": ("pinn", "hybrid"),
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
+    "coupling.upscaling": ("isotropic", "block-tensor"),
     "parallel.device": ("auto", "cpu", "cuda"),
 }
 POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
@@ -178,7 +184,10 @@ def _convert(key: str, text: Any, hint: Any) -> Any:
             raise ValueError
         if origin is list:
             items = text if isinstance(text, list) else [t for t in str(text).strip("[]").split(",") if t.strip()]
-            return [float(t) for t in items]
+            item = typing.get_args(base)[0]
+            if item is int and any(isinstance(t, float) for t in items):
+                raise ValueError
+            return [item(t) for t in items]
         if base is int:
             if isinstance(text, float) or isinstance(text, bool):
                 raise ValueError
@@ -190,7 +199,8 @@ def _convert(key: str, text: Any, hint: Any) -> Any:
         return str(text)
     except (TypeError, ValueError):
         names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        what = "a list of numbers" if origin is list else names.get(base, str(base))
+        what = (f"a list of {'integers' if typing.get_args(base)[0] is int else 'numbers'}"
+                if origin is list else names.get(base, str(base)))
         raise _error(key, text, what + (" or none" if optional else "")) from None
 
 
@@ -265,12 +275,21 @@ def validate(cfg: Config) -> None:
         raise _error("coupling.k22", cfg.coupling.k22, "> 0 or none")
     if cfg.coupling.k12 is not None and cfg.coupling.k22 is None:
         raise _error("coupling.k12", cfg.coupling.k12, "none unless coupling.k22 is given")
+    if len(cfg.coupling.blocks) != 2 or min(cfg.coupling.blocks) < 1:
+        raise _error("coupling.blocks", cfg.coupling.blocks, "two integers >= 1")
+    if cfg.coupling.upscaling == "block-tensor" and cfg.coupling.k22 is not None:
+        raise _error("coupling.k22", cfg.coupling.k22,
+                     "none with coupling.upscaling = 'block-tensor' (it upscales all entries)")
     if not 0 <= cfg.coupling.continuation < 1:
         raise _error("coupling.continuation", cfg.coupling.continuation, "0 <= value < 1")
     if cfg.reference.degree not in (1, 2):
         raise _error("reference.degree", cfg.reference.degree, "1, 2")
     from parallel_ms.problems import get_case
-    get_case(cfg.problem.case, **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    problem = get_case(cfg.problem.case,
+                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":
+        raise _error("coupling.upscaling", cfg.coupling.upscaling,
+                     f"'isotropic' for the {problem.dim}D case '{problem.name}'")
 
 
 def to_toml(cfg: Config) -> str:

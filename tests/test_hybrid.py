@@ -105,10 +105,11 @@ def _inside_bounds(s):
     """Scale the output layer so that K~_11 sits midway between the Reuss and Voigt bounds
     (a random network usually starts outside them, where the bound makes dK~/dtheta = 0)."""
     c = s.objective.coupling
+    up = c.upscaling
     _, g, *_ = s.forward(s.objective.x_int, s.objective.x_bnd, s.objective.x_nodes)
     k_now = c.k_global(g)
-    slope = k_now - c.voigt    # K~ = Voigt_MC + alpha * slope when v is scaled by alpha
-    alpha = -0.5 * (c.voigt - c.reuss) / slope
+    slope = k_now - up.voigt    # K~ = Voigt_MC + alpha * slope when v is scaled by alpha
+    alpha = -0.5 * (up.voigt - up.reuss) / slope
     with torch.no_grad():
         out = s.net.output if hasattr(s.net, "output") else s.net.net.output
         out.weight.mul_(alpha)
@@ -128,7 +129,8 @@ def test_hybrid_taylor_test_with_active_adjoint_part(case):
     s = _inside_bounds(_hybrid_setup(case, ["coupling.tau2=1e7"]))
     result = taylor_test(list(s.net.parameters()), _reduced_objective(s))
     st = s.objective.coupling.state
-    assert not st.bound_active and s.objective.coupling.reuss < st.k11 < s.objective.coupling.voigt
+    up = s.objective.coupling.upscaling
+    assert not st.bound_active and up.reuss < st.k < up.voigt
     assert result.min_rate > 1.9, result.rates
     assert result.fd_rel_diff < 1e-5
 
@@ -184,12 +186,13 @@ def test_k_tilde_of_the_reference_solution_matches_the_reference():
 def test_bound_holds_k_tilde_when_driven_against_it():
     s = _hybrid_setup("paper-1d-eps1_15")
     c = s.objective.coupling
+    up = c.upscaling
     c.refresh(-2.3)                     # what an unbounded run reached in the prototype
-    assert c.state.bound_active and c.state.k11 == pytest.approx(c.reuss)
+    assert c.state.bound_active and c.state.k == pytest.approx(up.reuss)
     c.refresh(1e3)
-    assert c.state.bound_active and c.state.k11 == pytest.approx(c.voigt)
-    assert np.all(np.isfinite(c.y))
-    assert 1.0 < c.reuss < np.sqrt(3) + 0.05 and 1.95 < c.voigt < 2.05
+    assert c.state.bound_active and c.state.k == pytest.approx(up.voigt)
+    assert np.all(np.isfinite(c.ys[0]))
+    assert 1.0 < up.reuss < np.sqrt(3) + 0.05 and 1.95 < up.voigt < 2.05
 
 
 @pytest.mark.mpi

@@ -27,17 +27,39 @@ OPTIONS_PREFIX = "coarse_"
 COARSE_SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 
 
-class CoarseProblem:
-    def __init__(self, mesh: fd.MeshGeometry, problem: Problem,
-                 k12: float | None = None, k22: float | None = None) -> None:
+class CoarseSpace:
+    """P1 on the coarse mesh with homogeneous Dirichlet conditions, and the linear solver."""
+
+    def __init__(self, mesh: fd.MeshGeometry) -> None:
         self.V = fd.FunctionSpace(mesh, "CG", 1)
-        u, phi = fd.TrialFunction(self.V), fd.TestFunction(self.V)
         self.bc = fd.DirichletBC(self.V, 0, "on_boundary")
-        self.isotropic = k12 is None and k22 is None
-        self.F = fd.assemble(problem.q_ufl(mesh) * phi * fd.dx, bcs=[self.bc])
         n_owned = self.V.dof_dset.size
         self.boundary = np.zeros(n_owned, dtype=bool)
         self.boundary[self.bc.nodes[self.bc.nodes < n_owned]] = True
+
+    def _factorise(self, operator: fd.MatrixBase) -> None:
+        self.solver = fd.LinearSolver(operator, solver_parameters=dict(COARSE_SOLVER),
+                                      options_prefix=OPTIONS_PREFIX)
+
+    def _rhs(self, values: np.ndarray) -> fd.Cofunction:
+        """A right-hand side from owned dof values, boundary rows zeroed."""
+        b = fd.Cofunction(self.V.dual())
+        b.dat.data_wo[:] = np.where(self.boundary, 0.0, values)
+        return b
+
+    def _function(self, values: np.ndarray) -> fd.Function:
+        f = fd.Function(self.V)
+        f.dat.data_wo[:] = values
+        return f
+
+
+class CoarseProblem(CoarseSpace):
+    def __init__(self, mesh: fd.MeshGeometry, problem: Problem,
+                 k12: float | None = None, k22: float | None = None) -> None:
+        super().__init__(mesh)
+        u, phi = fd.TrialFunction(self.V), fd.TestFunction(self.V)
+        self.isotropic = k12 is None and k22 is None
+        self.F = fd.assemble(problem.q_ufl(mesh) * phi * fd.dx, bcs=[self.bc])
         if self.isotropic:
             self.D = fd.assemble(fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, bcs=[self.bc])
             self._factorise(self.D)
@@ -51,10 +73,6 @@ class CoarseProblem:
             self._form = fd.inner(kt * fd.grad(u), fd.grad(phi)) * fd.dx
             self.D = fd.assemble(u.dx(0) * phi.dx(0) * fd.dx)
             self._factored_for: float | None = None
-
-    def _factorise(self, operator: fd.MatrixBase) -> None:
-        self.solver = fd.LinearSolver(operator, solver_parameters=dict(COARSE_SOLVER),
-                                      options_prefix=OPTIONS_PREFIX)
 
     def _solve(self, k11: float, b: fd.Cofunction) -> np.ndarray:
         """B(k11)^{-1} b at the owned dofs."""
@@ -75,18 +93,23 @@ class CoarseProblem:
             return self._base.dat.data_ro / k11
         return self._solve(k11, self.F)
 
+    def states(self, k11: float) -> list[np.ndarray]:
+        """The coarse states, one per network output (here one)."""
+        return [self.state(k11)]
+
     def adjoint(self, k11: float, rhs: np.ndarray) -> np.ndarray:
         """p with B(k11) p = rhs (rhs at the owned dofs; boundary rows are zeroed)."""
-        b = fd.Cofunction(self.V.dual())
-        b.dat.data_wo[:] = np.where(self.boundary, 0.0, rhs)
-        return self._solve(k11, b)
+        return self._solve(k11, self._rhs(rhs))
 
     def energy(self, p: np.ndarray, y: np.ndarray) -> float:
         """p^T (dB/dK~_11) y (collective); p and y vanish on the boundary."""
-        pf, yf = fd.Function(self.V), fd.Function(self.V)
-        pf.dat.data_wo[:] = p
-        yf.dat.data_wo[:] = y
+        pf, yf = self._function(p), self._function(y)
         with pf.dat.vec_ro as pv, yf.dat.vec_ro as yv:
             dy = yv.duplicate()
             self.D.petscmat.mult(yv, dy)
             return float(pv.dot(dy))
+
+    def sensitivity(self, ps: list[np.ndarray], ys: list[np.ndarray]) -> float:
+        """dJ^/dK~_11 = sum_i p_i^T (dB/dK~_11) y_i for adjoints B p_i = -dJ/dy_i ((4.28);
+        F does not depend on a constant K~)."""
+        return sum(self.energy(p, y) for p, y in zip(ps, ys))

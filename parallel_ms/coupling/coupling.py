@@ -1,43 +1,47 @@
 """The coupling term and the reduced gradient of the hybrid objective (paper 000 §3, §4).
 
-    J(y, v) = J_PINN(v) + tau_2 R(y, v),   R = sum_i w_i ((Q v)(x_i) - y(x_i))^2     (3.1), (3.25)
-    subject to K~[v]_11 A y = F                                                       (3.17)
+    J(y, v) = J_PINN(v) + tau_2 R(y, v),   R = sum_i sum_n w_n ((Q v_i)(x_n) - y_i(x_n))^2
+    subject to B(K~[v]) y_i = F_i(K~[v])                                   (3.1), (3.25), (3.17)
 
-Upscaling (4.10) by Monte Carlo over the interior points: K~_11 = (1/M) sum_i K_i (d_1 v_i + 1),
-kept inside the Reuss/Voigt bounds of K_eps (coercivity safeguard: projection, whose derivative
-is zero while the bound is active, so the gradient stays that of what is applied).
+one coarse state y_i per network output (one for the paper's K~_11 upscaling, two for the
+block-tensor upscaling of Algorithm 4.1). The upscaling and its coercivity safeguard live in
+:mod:`.upscaling`, the coarse problems in :mod:`parallel_ms.coarse`.
 
-Reduced gradient (3.13)/(4.28): with the adjoint K~ A p = 2 tau_2 W (Q v - y) (= -dJ/dy),
+Reduced gradient (3.13)/(4.28): with the adjoints B p_i = 2 tau_2 W (Q v_i - y_i) (= -dJ/dy_i),
 
-    dJ^/dtheta = dJ/dtheta |_{y fixed} + (p^T A y) dK~_11/dtheta.
+    dJ^/dtheta = dJ/dtheta |_{y fixed} + <dJ^/dK~, dK~/dtheta>,
 
-:meth:`Coupling.term` returns a per-rank surrogate whose gradient is exactly that (the autodiff
-part through Q^T and the network, the adjoint part as the detached scalar p^T A y times the
-differentiable local share of K~) and whose value is tau_2 R, so it enters the same
-all-reduce as the PINN terms.
+where dJ^/dK~ comes from the coarse problem's ``sensitivity(p, y)``. :meth:`Coupling.term`
+returns a per-rank surrogate whose gradient is exactly that (the autodiff part through Q^T and
+the network, the adjoint part as the detached dJ^/dK~ paired with the differentiable local
+share of K~) and whose value is tau_2 R, so it enters the same all-reduce as the PINN terms.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import firedrake as fd
 import numpy as np
 import torch
 
 from parallel_ms import parallel
+from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.problem import CoarseProblem
 from parallel_ms.coupling.compression import Compression
+from parallel_ms.coupling.upscaling import BlockTensorUpscaling, ScalarUpscaling
 from parallel_ms.errors import UserError
 from parallel_ms.problems import Problem
 
 WEIGHTS = ("uniform", "lumped")
+UPSCALINGS = ("isotropic", "block-tensor")
 
 
 @dataclass
 class CouplingState:
-    k11: float            # the applied (bounded) K~_11 of the current coarse state
-    k11_raw: float        # the Monte-Carlo value before the bound
-    bound_active: bool
+    k: Any                # the applied (bounded) K~ of the current coarse state
+    k_raw: Any            # the Monte-Carlo value before the bound
+    bound_active: Any     # bool (scalar) / number of blocks (block tensor)
     coupling: float       # R (without tau_2)
 
 
@@ -45,68 +49,81 @@ class Coupling:
     def __init__(self, problem: Problem, mesh: fd.MeshGeometry, n: int, points: np.ndarray,
                  k_points: torch.Tensor, n_global: int, delta: float, tau2: float,
                  weights: str = "uniform", k12: float | None = None,
-                 k22: float | None = None) -> None:
+                 k22: float | None = None, upscaling: str = "isotropic",
+                 blocks: Sequence[int] = (1, 1)) -> None:
         self.comm = mesh.comm
-        if (k12 is not None or k22 is not None) and problem.dim != 2:
-            raise UserError(f"coupling.k12/k22 are for 2D cases; '{problem.name}' is "
-                            f"{problem.dim}D", collective=True)
-        self.coarse = CoarseProblem(mesh, problem, k12, k22)
+        if (k12 is not None or k22 is not None or upscaling != "isotropic") \
+                and problem.dim != 2:
+            raise UserError(f"coupling.k12/k22 and block-tensor upscaling are for 2D cases; "
+                            f"'{problem.name}' is {problem.dim}D", collective=True)
+        if upscaling == "block-tensor":
+            if any(n % b for b in blocks):
+                raise UserError(f"coupling.blocks = {list(blocks)} with coarse.cells = {n}: "
+                                f"blocks must be unions of coarse cells (allowed: divisors of "
+                                f"{n})", collective=True)
+            self.coarse: CoarseProblem | BlockCoarseProblem = \
+                BlockCoarseProblem(mesh, problem, blocks)
+            self.upscaling: ScalarUpscaling | BlockTensorUpscaling = \
+                BlockTensorUpscaling(points, k_points, blocks, self.comm)
+        else:
+            self.coarse = CoarseProblem(mesh, problem, k12, k22)
+            self.upscaling = ScalarUpscaling(k_points, n_global, self.comm)
+            reuss = self.upscaling.reuss
+            if k22 is not None and (k12 or 0.0) ** 2 >= reuss * k22:
+                raise UserError(f"coupling.k12 = {k12} with coupling.k22 = {k22}: K~ would not "
+                                f"be positive definite for K~_11 down to the Reuss bound "
+                                f"{reuss:.4g} (allowed: k12^2 < {reuss:.4g} * k22)",
+                                collective=True)
         self.compression = Compression(self.coarse.V, n, points, delta)
         self.tau2 = tau2
         if weights == "lumped":
             self.w = fd.assemble(fd.TestFunction(self.coarse.V) * fd.dx).dat.data_ro.copy()
         else:
             self.w = np.ones(len(self.compression.node_coords))
-        self.k_points = k_points
-        self.n_global = n_global
-        k = k_points.double().cpu().numpy()
-        self.voigt = parallel.allreduce_sum(float(k.sum()), self.comm) / n_global
-        self.reuss = n_global / parallel.allreduce_sum(float((1 / k).sum()), self.comm)
-        if k22 is not None and (k12 or 0.0) ** 2 >= self.reuss * k22:
-            raise UserError(f"coupling.k12 = {k12} with coupling.k22 = {k22}: K~ would not be "
-                            f"positive definite for K~_11 down to the Reuss bound "
-                            f"{self.reuss:.4g} (allowed: k12^2 < {self.reuss:.4g} * k22)",
-                            collective=True)
-        self.y = np.zeros(len(self.w))
+        self.ys = [np.zeros(len(self.w))] * self.upscaling.outputs
         self.state = CouplingState(float("nan"), float("nan"), False, float("nan"))
+
+    @property
+    def outputs(self) -> int:
+        """Network outputs the coupling needs (1, or 2 temperature drops for Algorithm 4.1)."""
+        return self.upscaling.outputs
 
     @property
     def node_points(self) -> np.ndarray:
         """Owned coarse nodes (where the network is evaluated for the near-boundary nodes)."""
         return self.compression.node_coords
 
-    def k_local(self, grad_v: torch.Tensor) -> torch.Tensor:
-        """This rank's share of K~_11 = (1/M) sum_i K_i (d_1 v_i + 1) (differentiable)."""
-        return (self.k_points * (grad_v[:, 0] + 1)).sum() / self.n_global
+    def k_global(self, grad_v: torch.Tensor) -> Any:
+        """K~ before the bound (Monte Carlo, all ranks)."""
+        return self.upscaling.measure(grad_v)
 
-    def k_global(self, grad_v: torch.Tensor) -> float:
-        """K~_11 (Monte Carlo, all ranks)."""
-        return parallel.allreduce_sum(float(self.k_local(grad_v).detach()), self.comm)
-
-    def bounded(self, k_raw: float) -> tuple[float, bool]:
-        k = min(max(k_raw, self.reuss), self.voigt)
-        return k, k != k_raw
-
-    def refresh(self, k_raw: float) -> None:
-        """Solve the state for the (bounded) K~_11: y = A^{-1} F / K~_11."""
-        k, active = self.bounded(k_raw)
-        self.y = self.coarse.state(k)
+    def refresh(self, k_raw: Any) -> None:
+        """Solve the coarse states for the bounded K~."""
+        k, active = self.upscaling.bound(k_raw)
+        self.ys = self.coarse.states(k)
         self.state = CouplingState(k, k_raw, active, self.state.coupling)
+
+    def log_values(self) -> dict[str, Any]:
+        st = self.state
+        return {**self.upscaling.log_values(st.k, st.k_raw, st.bound_active),
+                "R": st.coupling, "tau2": self.tau2}
 
     def term(self, v: torch.Tensor, grad_v: torch.Tensor, v_nodes: torch.Tensor
              ) -> torch.Tensor:
         """Local surrogate of tau_2 R with the reduced gradient (see the module docstring)."""
-        qv = self.compression.apply(v.detach().double().cpu().numpy(),
-                                    v_nodes.detach().double().cpu().numpy())
-        e = qv - self.y
-        r_local = float((self.w * e * e).sum())
-        self.state.coupling = parallel.allreduce_sum(r_local, self.comm)
-        rhs = 2 * self.tau2 * self.w * e                      # -dJ/dy
-        g_points, g_nodes = self.compression.transpose(rhs)  # d(tau_2 R)/dv, y fixed
+        vs, vn = v.reshape(len(v), -1), v_nodes.reshape(len(v_nodes), -1)
         as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
-        s = as_t(g_points) @ v + as_t(g_nodes) @ v_nodes
-        if not self.state.bound_active:
-            p = self.coarse.adjoint(self.state.k11, rhs)
-            s = s + self.coarse.energy(p, self.y) * self.k_local(grad_v)
+        numpy = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+        r_local, s, rhs = 0.0, v.new_zeros(()), []
+        for i, y in enumerate(self.ys):
+            e = self.compression.apply(numpy(vs[:, i]), numpy(vn[:, i])) - y
+            r_local += float((self.w * e * e).sum())
+            rhs.append(2 * self.tau2 * self.w * e)                     # -dJ/dy_i
+            g_points, g_nodes = self.compression.transpose(rhs[-1])  # d(tau_2 R)/dv_i, y fixed
+            s = s + as_t(g_points) @ vs[:, i] + as_t(g_nodes) @ vn[:, i]
+        self.state.coupling = parallel.allreduce_sum(r_local, self.comm)
+        if self.upscaling.passes_gradient():
+            ps = [self.coarse.adjoint(self.state.k, b) for b in rhs]
+            s = s + self.upscaling.linearized(grad_v, self.coarse.sensitivity(ps, self.ys))
         value = self.tau2 * r_local
         return s + (value - s.detach())

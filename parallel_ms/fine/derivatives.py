@@ -16,15 +16,23 @@ MODES = ("jet", "jet-compiled", "autograd")
 
 def derivatives_autograd(model: torch.nn.Module,
                          x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(v (M,), grad v (M, d), lap v (M,)) by double-backward autograd."""
+    """(v (M,), grad v (M, d), lap v (M,)) by double-backward autograd; for n > 1 outputs
+    (v (M, n), grad v (M, d, n), lap v (M, n)), one output at a time."""
     x = x.detach().requires_grad_(True)
     v = model(x)
-    (g,) = torch.autograd.grad(v.sum(), x, create_graph=True)
-    lap = torch.zeros_like(v)
-    for k in range(x.shape[1]):
-        (gk,) = torch.autograd.grad(g[:, k].sum(), x, create_graph=True)
-        lap = lap + gk[:, k]
-    return v, g, lap
+    outs = [v] if v.dim() == 1 else list(v.unbind(1))
+    grads, laps = [], []
+    for vi in outs:
+        (g,) = torch.autograd.grad(vi.sum(), x, create_graph=True)
+        lap = torch.zeros_like(vi)
+        for k in range(x.shape[1]):
+            (gk,) = torch.autograd.grad(g[:, k].sum(), x, create_graph=True)
+            lap = lap + gk[:, k]
+        grads.append(g)
+        laps.append(lap)
+    if v.dim() == 1:
+        return v, grads[0], laps[0]
+    return v, torch.stack(grads, -1), torch.stack(laps, -1)
 
 
 def derivatives(model: torch.nn.Module, x: torch.Tensor,
@@ -43,7 +51,8 @@ def derivatives(model: torch.nn.Module, x: torch.Tensor,
 
 def _jet_outputs(net: torch.nn.Module, x: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(v (M,), grad v (M, d), lap v (M,)) from the network's jet, as fresh (non-view)
+    """(v (M,), grad v (M, d), lap v (M,)) from the network's jet (with n > 1 outputs:
+    (M, n), (M, d, n), (M, n)), as fresh (non-view)
     tensors: torch.compile mishandles outputs that alias intermediate buffers."""
     j = net.jet(x)
     return j.value + 0, j.grad.transpose(0, 1).contiguous(), j.lap + 0

@@ -12,15 +12,16 @@ from parallel_ms.problems import Problem
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def build_network(cfg: NetworkConfig, problem: Problem) -> nn.Module:
-    """MLP or Ms-FF (sigmas default to [1, 1/eps], paper §4.4), optionally with hard BCs."""
+def build_network(cfg: NetworkConfig, problem: Problem, outputs: int = 1) -> nn.Module:
+    """MLP or Ms-FF (sigmas default to [1, 1/eps], paper §4.4), optionally with hard BCs;
+    ``outputs`` = 2 for the two temperature drops of the block-tensor upscaling."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.kind == "mlp":
-        net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth)
+        net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth, outputs)
     else:
         sigmas = cfg.sigmas or [1.0, 1.0 / problem.eps]
-        net = MsFourierNet(problem.dim, sigmas, cfg.features, cfg.width, cfg.depth,
+        net = MsFourierNet(problem.dim, sigmas, cfg.features, cfg.width, cfg.depth, outputs,
                            generator=gen)
     if cfg.hard_bc:
         net = HardBoundary(net)

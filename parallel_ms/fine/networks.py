@@ -102,11 +102,14 @@ class HardBoundary(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.prod(4 * x * (1 - x), dim=-1) * self.net(x)
+        n = self.net(x)
+        factor = torch.prod(4 * x * (1 - x), dim=-1)
+        return (factor if n.dim() == 1 else factor[:, None]) * n
 
     def jet(self, x: torch.Tensor) -> Jet:
         n = self.net.jet(x)
-        n = Jet(n.value[:, None], n.grad[..., None], n.lap[:, None])
+        if n.value.dim() == 1:
+            n = Jet(n.value[:, None], n.grad[..., None], n.lap[:, None])
         return _squeeze(self.factor_jet(x).times(n))
 
 

@@ -65,9 +65,10 @@ class Problem:
         """Source q at the points, shape (M,)."""
         return self._torch(self.source, x)
 
-    def lifted_source(self, x: torch.Tensor) -> torch.Tensor:
-        """f_eps = q + d_1 K_eps, the right-hand side of the lifted problem (4.8)."""
-        return self.q(x) + self.grad_k(x)[:, 0]
+    def lifted_source(self, x: torch.Tensor, direction: int = 0) -> torch.Tensor:
+        """f_eps = q + d_i K_eps, the right-hand side of the lifted problem (4.8) for the
+        temperature drop along e_i (i = ``direction``; the paper's is e_1)."""
+        return self.q(x) + self.grad_k(x)[:, direction]
 
     # ---- UFL side ---------------------------------------------------------------------------
     def k_ufl(self, mesh: Any) -> Any:

@@ -47,14 +47,16 @@ def relative_errors(fn: PointFunction, ref: Reference,
 def torch_point_function(model: torch.nn.Module, dtype: torch.dtype = torch.float64,
                          device: torch.device | str = "cpu",
                          batch: int = 65536) -> PointFunction:
-    """A :data:`PointFunction` for a torch network v(x) (value and autograd gradient)."""
+    """A :data:`PointFunction` for a torch network v(x) (value and autograd gradient; the
+    first output of a network with several: the temperature drop along e_1)."""
 
     def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values, grads = [], []
         for start in range(0, max(len(x), 1), batch):
             xb = torch.tensor(x[start:start + batch], dtype=dtype, device=device)
             xb.requires_grad_(True)
-            out = model(xb).reshape(-1)
+            out = model(xb)
+            out = out[:, 0] if out.dim() == 2 else out
             (g,) = torch.autograd.grad(out.sum(), xb)
             values.append(out.detach().cpu().numpy())
             grads.append(g.detach().cpu().numpy())

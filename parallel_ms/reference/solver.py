@@ -18,6 +18,7 @@ import numpy as np
 from mpi4py import MPI
 from ufl.domain import extract_unique_domain
 
+from parallel_ms.coarse.blocks import BlockPartition, tensor_from_averages
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.errors import UserError
 from parallel_ms.problems import Problem
@@ -106,35 +107,24 @@ def block_tensors(problem: Problem, us: list[fd.Function],
         T^j_i = <grad w_i>_{V_j},  F^j_i = <K grad w_i>_{V_j},   K~^j T^j = F^j   (4.7)
 
     Returns K~ with shape (blocks[0], blocks[1], 2, 2). Cell integrals are assembled against
-    DG0 (one assembly per quantity), summed per block on each rank and reduced over ranks.
+    DG0 (one assembly per quantity), summed per block on each rank and reduced over ranks
+    (:class:`~parallel_ms.coarse.blocks.BlockPartition`).
     Blocks should be unions of mesh cells (mesh cells per direction divisible by blocks)."""
     if problem.dim != 2 or len(us) != 2:
         raise ValueError("block upscaling needs the two temperature drops of a 2D problem")
     mesh = us[0].function_space().mesh()
     k = problem.k_ufl(mesh)
-    dg0 = fd.FunctionSpace(mesh, "DG", 0)
-    test = fd.TestFunction(dg0)
-    mid = fd.Function(fd.VectorFunctionSpace(mesh, "DG", 0)).interpolate(
-        fd.SpatialCoordinate(mesh)).dat.data_ro
+    partition = BlockPartition(mesh, blocks)
+    per_block = partition.integrals
     nb = np.array(blocks)
-    ij = np.minimum((mid * nb).astype(int), nb - 1)
-    block = ij[:, 0] * nb[1] + ij[:, 1]
-
-    def per_block(expr: Any) -> np.ndarray:
-        cell_integrals = fd.assemble(expr * test * fd.dx).dat.data_ro
-        local = np.bincount(block, weights=cell_integrals, minlength=nb.prod())
-        return mesh.comm.allreduce(local, op=MPI.SUM)
-
     vol = per_block(fd.Constant(1.0))
     grads = [[per_block(us[i].dx(c) + (1.0 if i == c else 0.0)) / vol for c in range(2)]
              for i in range(2)]
     fluxes = [[per_block(k * (us[i].dx(c) + (1.0 if i == c else 0.0))) / vol for c in range(2)]
               for i in range(2)]
-    out = np.empty((nb.prod(), 2, 2))
-    for j in range(nb.prod()):
-        t = np.array([[grads[i][c][j] for i in range(2)] for c in range(2)])
-        f = np.array([[fluxes[i][c][j] for i in range(2)] for c in range(2)])
-        out[j] = np.linalg.solve(t.T, f.T).T  # K T = F
+    t = np.moveaxis(np.array([[grads[i][c] for i in range(2)] for c in range(2)]), -1, 0)
+    f = np.moveaxis(np.array([[fluxes[i][c] for i in range(2)] for c in range(2)]), -1, 0)
+    out = tensor_from_averages(t, f)
     return out.reshape(nb[0], nb[1], 2, 2)
 
 

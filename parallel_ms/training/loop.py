@@ -59,11 +59,11 @@ class Trainer:
             if cfg.optimizer.kind == "adam-lbfgs" else None
         self._reference = None
         self.current_step = 0
-        self._k_refreshed: float | None = None
+        self._k_refreshed: Any = None
         self.s.objective.refresh_policy = self._refresh_due
 
     # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
-    def _refresh_due(self, k_raw: float) -> bool:
+    def _refresh_due(self, k_raw: Any) -> bool:
         """Re-solve the coarse state? Always under L-BFGS and in every-step mode (consistent
         objective); lazily otherwise: every T_K steps, when K~ moved more than the tolerance
         (paper: T_K = 100, 1e-2)."""
@@ -71,7 +71,7 @@ class Trainer:
         due = (self._k_refreshed is None or self.optimizer_kind == "lbfgs"
                or c.refresh == "every-step"
                or (self.current_step % c.refresh_every == 0
-                   and abs(k_raw - self._k_refreshed) > c.refresh_tol))
+                   and np.abs(np.asarray(k_raw) - self._k_refreshed).max() > c.refresh_tol))
         if due:
             self._k_refreshed = k_raw
         return due
@@ -123,9 +123,7 @@ class Trainer:
                **{f"w_{n}": w for n, w in self.balancer.weights.items()}}
         row["loss"] = sum(self.balancer.weights[n] * row[n] for n in terms)
         if coupling is not None:
-            st = coupling.state
-            row.update(k11=st.k11, k11_raw=st.k11_raw, bound_active=st.bound_active,
-                       R=st.coupling, tau2=coupling.tau2)
+            row.update(coupling.log_values())
         if self.switch is not None and self.optimizer_kind == "adam" and self.switch(grad_norm):
             self.optimizer_kind = "lbfgs"
             parallel.print0(f"step {step}: gradient norm plateau, switching Adam -> L-BFGS")

@@ -9,7 +9,7 @@ evaluated once per point set.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ TERMS = ("residual", "boundary")
 
 def residual(k: torch.Tensor, grad_k: torch.Tensor, f: torch.Tensor, lap: torch.Tensor,
              grad: torch.Tensor) -> torch.Tensor:
-    """r = -K lap v - grad K . grad v - f (the lifted problem (4.8))."""
+    """r = -K lap v - grad K . grad v - f (the lifted problem (4.8)); for a network with n
+    outputs (one per temperature drop) lap and f are (M, n) and grad is (M, d, n)."""
+    if lap.dim() == 2:
+        k, grad_k = k[:, None], grad_k[:, :, None]
     return -k * lap - (grad_k * grad).sum(1) - f
 
 
@@ -33,14 +36,16 @@ class PINNObjective:
     """Local partial sums of the PINN terms for one shard of points."""
 
     def __init__(self, problem: Problem, shard: Shard, dtype: torch.dtype,
-                 device: torch.device, tau1: float = 1.0, hard_bc: bool = False) -> None:
+                 device: torch.device, tau1: float = 1.0, hard_bc: bool = False,
+                 outputs: int = 1) -> None:
         self.problem = problem
+        self.outputs = outputs
         self.dtype, self.device = dtype, device
         self.tau1 = tau1
         self.hard_bc = hard_bc
         self.coupling: Coupling | None = None
         #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
-        self.refresh_policy: Callable[[float], bool] = lambda k: True
+        self.refresh_policy: Callable[[Any], bool] = lambda k: True
         self.set_points(shard)
 
     def set_points(self, shard: Shard) -> None:
@@ -49,13 +54,19 @@ class PINNObjective:
         self.x_int = as_t(x64)
         self.k = as_t(self.problem.k(x64))
         self.grad_k = as_t(self.problem.grad_k(x64))
-        self.f = as_t(self.problem.lifted_source(x64))
+        self.f = as_t(self._source(x64))
         self.x_bnd = as_t(shard.boundary).reshape(-1, self.problem.dim)
         self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
         self.x_nodes = torch.empty((0, self.problem.dim), dtype=self.dtype, device=self.device)
+
+    def _source(self, x64: torch.Tensor) -> torch.Tensor:
+        """f_eps per output: (M,) for one output, (M, n) for the temperature drops e_1..e_n."""
+        if self.outputs == 1:
+            return self.problem.lifted_source(x64)
+        return torch.stack([self.problem.lifted_source(x64, i) for i in range(self.outputs)], 1)
 
     def attach_coupling(self, coupling: Coupling) -> None:
         """Hybrid method: add the coupling term tau_2 R (3.25) with its adjoint gradient."""
@@ -84,11 +95,13 @@ class PINNObjective:
         return out
 
     def pointwise_residual(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
-        """|r| at arbitrary local points (for adaptive resampling)."""
+        """|r| at arbitrary local points (for adaptive resampling; the Euclidean norm over
+        the outputs)."""
         x64 = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.problem.dim)
         xt = x64.to(self.dtype).to(self.device)
         with torch.enable_grad():
             _, g, lap = derivatives(net, xt, "jet")
         p = self.problem
-        r = residual(p.k(x64).to(xt), p.grad_k(x64).to(xt), p.lifted_source(x64).to(xt), lap, g)
-        return r.detach().abs().cpu().double().numpy()
+        r = residual(p.k(x64).to(xt), p.grad_k(x64).to(xt), self._source(x64).to(xt), lap, g)
+        r = r.detach().abs()
+        return (r if r.dim() == 1 else r.norm(dim=1)).cpu().double().numpy()

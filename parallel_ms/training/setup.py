@@ -35,15 +35,16 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     mesh = unit_mesh(problem.dim, cells, ctx.comm)
     shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
                    cfg.sampling.seed, ctx.comm)
-    net = build_network(cfg.network, problem).to(ctx.device)
+    c = cfg.coupling
+    outputs = 2 if cfg.train.method == "hybrid" and c.upscaling == "block-tensor" else 1
+    net = build_network(cfg.network, problem, outputs).to(ctx.device)
     forward = PINNForward(net, cfg.loss.derivatives)
     objective = PINNObjective(problem, shard, DTYPES[cfg.network.dtype], ctx.device,
-                              cfg.loss.tau1, cfg.network.hard_bc)
+                              cfg.loss.tau1, cfg.network.hard_bc, outputs)
     if cfg.train.method == "hybrid":
-        c = cfg.coupling
         objective.attach_coupling(Coupling(
             problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
-            c.delta or problem.eps, c.tau2, c.weights, c.k12, c.k22))
+            c.delta or problem.eps, c.tau2, c.weights, c.k12, c.k22, c.upscaling, c.blocks))
     return Setup(problem, mesh, net, forward, objective)
 
 
