@@ -5,11 +5,14 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from parallel_ms import __version__
 
 #: subcommand -> module in parallel_ms.commands (each has add_parser and main)
-COMMANDS = ("info", "cases", "config", "reference", "run", "gradcheck")
+COMMANDS = ("info", "cases", "config", "reference", "run", "gradcheck", "report")
+#: what ``python -m parallel_ms`` without arguments runs
+DEFAULT_RUN = Path(__file__).parent / "configs" / "default.toml"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     from parallel_ms import parallel
 
-    command = importlib.import_module(f"parallel_ms.commands.{args.command or 'info'}")
+    if args.command is None:   # the embedded default run
+        args = build_parser().parse_args(["run", "--config", str(DEFAULT_RUN)])
+        parallel.print0(f"no command given: the embedded default run ({DEFAULT_RUN.name}: the "
+                        f"paper's 2D case, reduced; about 5 minutes on 2 cores). "
+                        f"'python -m parallel_ms --help' lists the commands.")
+    command = importlib.import_module(f"parallel_ms.commands.{args.command}")
     return parallel.run_main(lambda: command.main(args))
 
 

@@ -110,13 +110,18 @@ class ReferenceConfig:
 @dataclass
 class ParallelConfig:
     device: str = "auto"            #: auto | cpu | cuda
-    threads: int = 1                #: torch threads per rank
+    threads: int = 0                #: torch threads per rank (0: the node's cores divided
+                                    #: by the ranks on the node)
 
 
 @dataclass
 class OutputConfig:
     root: str = "runs"              #: run directories go to <root>/<name>/
     name: str | None = None         #: default: <method>-<case>-<date>-<time>
+    checkpoint_every: int = 500     #: HDF5 checkpoint every N steps (0: only at the end and
+                                    #: on preemption)
+    progress: str = "auto"          #: auto (bar on a terminal) | bar | log (lines only)
+    fields: bool = True             #: write fields (ParaView, fields.h5) and plots at the end
 
 
 @dataclass
@@ -149,16 +154,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "coupling.refresh": ("lazy", "every-step"),
     "coupling.upscaling": ("isotropic", "block-tensor"),
     "parallel.device": ("auto", "cpu", "cuda"),
+    "output.progress": ("auto", "bar", "log"),
 }
 POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
             "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
             "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
-            "balancing.every", "train.eval_every", "train.log_every", "parallel.threads",
+            "balancing.every", "train.eval_every", "train.log_every",
             "reference.degree", "problem.eps", "coarse.cells", "reference.resolution",
             "coupling.delta", "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "loss.tau1", "train.steps", "optimizer.switch_tol",
-                "coupling.tau2", "coupling.refresh_tol")
+                "coupling.tau2", "coupling.refresh_tol", "output.checkpoint_every",
+                "parallel.threads")
 
 
 def _error(key: str, value: object, allowed: str) -> UserError:

@@ -3,6 +3,9 @@ import csv
 import json
 import re
 
+import h5py
+import numpy as np
+
 SMALL = ["--set", "sampling.interior=800", "--set", "sampling.boundary=160",
          "--set", "network.width=16", "--set", "network.features=8", "--set", "coarse.cells=8"]
 
@@ -45,12 +48,19 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
 def test_diverging_run_stops_with_one_line(mpiexec, tmp_path):
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-2d", "--steps", "50",
                       "--set", "optimizer.lr=1e30", "--set", "balancing.enabled=false",
-                      "--set", f"output.root={tmp_path}", *SMALL], timeout=300)
+                      "--set", f"output.root={tmp_path}", "--set", "output.name=d",
+                      "--set", "output.checkpoint_every=1", *SMALL], timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     first = out.stderr.splitlines()[0]
-    assert re.match(r"parallel_ms: error: the loss term '\w+' is (nan|inf) at step \d+: the run "
-                    r"diverged", first), first
+    m = re.match(r"parallel_ms: error: the loss term '\w+' is (nan|inf) at step (\d+): the run "
+                 r"diverged .*; the last checkpoint is kept$", first)
+    assert m, first
     assert "Traceback" not in out.stderr
+    bad_step = int(m.group(2))
+    with h5py.File(tmp_path / "d" / "checkpoint.h5") as f:    # the last good step's state
+        assert int(f.attrs["step"]) == bad_step - 1
+        assert all(np.all(np.isfinite(f["replicated/network"][k][()]))
+                   for k in f["replicated/network"])
 
 
 def test_run_config_error_is_one_line_on_two_ranks(mpiexec):

@@ -23,3 +23,10 @@ def owned_cell_vertices(mesh: fd.MeshGeometry) -> np.ndarray:
     cell_nodes = coords.cell_node_map().values[:mesh.cell_set.size]
     data = coords.dat.data_ro_with_halos.reshape(-1, mesh.geometric_dimension)
     return data[cell_nodes]
+
+
+def vertex_coordinates(mesh: fd.MeshGeometry) -> np.ndarray:
+    """Coordinates of the P1 dofs (vertices) this rank owns, shape (n, dim), in the dof order
+    of ``FunctionSpace(mesh, "CG", 1)``."""
+    return fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(
+        fd.SpatialCoordinate(mesh)).dat.data_ro.reshape(-1, mesh.geometric_dimension)

@@ -1,12 +1,16 @@
-"""``python -m parallel_ms run``: train (plain PINN / Ms-PINN) and report the errors."""
+"""``python -m parallel_ms run``: train (plain PINN / Ms-PINN / hybrid), checkpoint, resume,
+survive preemption, and leave a run directory with metrics, summary, plots and fields."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from parallel_ms import parallel
+from parallel_ms import config, parallel
 from parallel_ms.commands.options import add_config_options, resolve
+from parallel_ms.errors import UserError
 from parallel_ms.io.rundir import RunDirectory
+
+CHECKPOINT = "checkpoint.h5"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,26 +19,74 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a (multiscale Fourier-feature) PINN, plain or hybrid "
                                    "(Algorithm 3.1), on a case, data parallel over the MPI "
                                    "ranks; the errors reported are those of the iterate with "
-                                   "the smallest residual loss.")
+                                   "the smallest residual loss. SIGTERM/SIGUSR1 checkpoint "
+                                   "after the current step and exit 0.")
     add_config_options(p)
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its checkpoint (its config.toml, "
+                        "then --set overrides, e.g. --set train.steps=20000 to extend it)")
+
+
+def _resume_config(args: argparse.Namespace) -> config.Config:
+    run_dir: Path = args.resume
+    if args.config is not None:
+        raise UserError("--config with --resume (allowed: one of them; a resumed run uses "
+                        "its own config.toml)", collective=True)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"--resume '{run_dir}' is not a run directory (allowed: a directory "
+                        f"written by 'run', holding config.toml and {CHECKPOINT})",
+                        collective=True)
+    args.config = run_dir / "config.toml"
+    cfg = resolve(args)
+    cfg.output.root, cfg.output.name = str(run_dir.parent), run_dir.name
+    return cfg
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = resolve(args)
+    cfg = _resume_config(args) if args.resume is not None else resolve(args)
     ctx = parallel.init(cfg.parallel.device)
+    from parallel_ms.io import checkpoint
+    from parallel_ms.io.progress import Progress
     from parallel_ms.training.loop import Trainer
+    from parallel_ms.training.preemption import Preemption
     trainer = Trainer(cfg, ctx)
+    run_dir = RunDirectory(Path(cfg.output.root), cfg.output.name, cfg, ctx.is_root, ctx.comm)
+    ckpt = run_dir.path / CHECKPOINT
+    if args.resume is not None:
+        replicated, mine, attrs = checkpoint.read(ckpt, ctx.comm)
+        trainer.load_state_dict(replicated, mine)
+        run_dir.resume_metrics(trainer.current_step)
+        parallel.print0(f"resuming {run_dir.path} at step {trainer.current_step}")
     s = trainer.s.objective.shard
     parallel.print0(f"{cfg.train.method} on {trainer.s.problem.name} "
                     f"({trainer.s.problem.summary()}); {cfg.network.kind} network, "
                     f"{sum(p.numel() for p in trainer.params)} parameters, {cfg.network.dtype}; "
                     f"{s.n_interior} interior + {s.n_boundary} boundary points on "
-                    f"{ctx.size} rank(s), device {ctx.device}")
-    run_dir = RunDirectory(Path(cfg.output.root), cfg.output.name, cfg, ctx.is_root, ctx.comm)
+                    f"{ctx.size} rank(s), device {ctx.device}; run directory {run_dir.path}")
+
+    def save() -> None:
+        replicated, mine = trainer.state_dict()
+        checkpoint.write(ckpt, replicated, mine, {"step": trainer.current_step,
+                                                  "method": cfg.train.method,
+                                                  "case": trainer.s.problem.name}, ctx.comm)
+
+    progress = Progress(cfg.train.steps, cfg.train.log_every, cfg.output.progress, ctx.is_root)
+
+    def log(row: dict) -> None:
+        run_dir.log(row)
+        progress(row)
+
     try:
-        result = trainer.run(run_dir.log)
+        with Preemption(ctx.comm) as preemption:
+            result = trainer.run(log, save, preemption.requested)
     finally:
+        progress.close()
         run_dir.close()
+    if result.preempted:
+        parallel.print0(f"{preemption.name} received: stopped after step {result.steps}, "
+                        f"checkpoint {ckpt}; continue with: python -m parallel_ms run --resume "
+                        f"{run_dir.path}")
+        return 0
     last = result.history[-1] if result.history else {}
     run_dir.summary({
         "method": cfg.train.method, "case": trainer.s.problem.name, "ranks": ctx.size,
@@ -46,5 +98,14 @@ def main(args: argparse.Namespace) -> int:
                     f"(smallest residual loss {result.best_residual:.4e}) at step "
                     f"{result.best_step}: rel. L2 error {result.rel_l2:.4e}, "
                     f"rel. H1 error {result.rel_h1:.4e}")
-    parallel.print0(f"results: {run_dir.path}/ (config.toml, metrics.csv, summary.json)")
+    outputs = "config.toml, metrics.csv, summary.json, checkpoint.h5"
+    if cfg.output.fields:
+        from parallel_ms.io.fields import write_fields
+        from parallel_ms.io.plots import make_plots
+        with trainer.best_iterate():
+            write_fields(trainer, run_dir.path)
+        if ctx.is_root:
+            make_plots(run_dir.path)
+        outputs += ", history.png, fields.png, fields.h5, fields/*.pvd (ParaView)"
+    parallel.print0(f"results: {run_dir.path}/ ({outputs})")
     return 0

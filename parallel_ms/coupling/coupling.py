@@ -56,25 +56,22 @@ class Coupling:
                 and problem.dim != 2:
             raise UserError(f"coupling.k12/k22 and block-tensor upscaling are for 2D cases; "
                             f"'{problem.name}' is {problem.dim}D", collective=True)
-        if upscaling == "block-tensor":
-            if any(n % b for b in blocks):
-                raise UserError(f"coupling.blocks = {list(blocks)} with coarse.cells = {n}: "
-                                f"blocks must be unions of coarse cells (allowed: divisors of "
-                                f"{n})", collective=True)
-            self.coarse: CoarseProblem | BlockCoarseProblem = \
-                BlockCoarseProblem(mesh, problem, blocks)
-            self.upscaling: ScalarUpscaling | BlockTensorUpscaling = \
-                BlockTensorUpscaling(points, k_points, blocks, self.comm)
-        else:
-            self.coarse = CoarseProblem(mesh, problem, k12, k22)
-            self.upscaling = ScalarUpscaling(k_points, n_global, self.comm)
+        if upscaling == "block-tensor" and any(n % b for b in blocks):
+            raise UserError(f"coupling.blocks = {list(blocks)} with coarse.cells = {n}: blocks "
+                            f"must be unions of coarse cells (allowed: divisors of {n})",
+                            collective=True)
+        self.n, self.delta, self.kind, self.blocks = n, delta, upscaling, tuple(blocks)
+        self.coarse: CoarseProblem | BlockCoarseProblem = (
+            BlockCoarseProblem(mesh, problem, blocks) if upscaling == "block-tensor"
+            else CoarseProblem(mesh, problem, k12, k22))
+        self.set_points(points, k_points, n_global)
+        if k22 is not None:
             reuss = self.upscaling.reuss
-            if k22 is not None and (k12 or 0.0) ** 2 >= reuss * k22:
+            if (k12 or 0.0) ** 2 >= reuss * k22:
                 raise UserError(f"coupling.k12 = {k12} with coupling.k22 = {k22}: K~ would not "
                                 f"be positive definite for K~_11 down to the Reuss bound "
                                 f"{reuss:.4g} (allowed: k12^2 < {reuss:.4g} * k22)",
                                 collective=True)
-        self.compression = Compression(self.coarse.V, n, points, delta)
         self.tau2 = tau2
         if weights == "lumped":
             self.w = fd.assemble(fd.TestFunction(self.coarse.V) * fd.dx).dat.data_ro.copy()
@@ -82,6 +79,14 @@ class Coupling:
             self.w = np.ones(len(self.compression.node_coords))
         self.ys = [np.zeros(len(self.w))] * self.upscaling.outputs
         self.state = CouplingState(float("nan"), float("nan"), False, float("nan"))
+
+    def set_points(self, points: np.ndarray, k_points: torch.Tensor, n_global: int) -> None:
+        """(New) collocation points, e.g. after adaptive resampling: the compression operator
+        and the upscaling's point data are rebuilt; the coarse problem is kept."""
+        self.compression = Compression(self.coarse.V, self.n, points, self.delta)
+        self.upscaling: ScalarUpscaling | BlockTensorUpscaling = (
+            BlockTensorUpscaling(points, k_points, self.blocks, self.comm)
+            if self.kind == "block-tensor" else ScalarUpscaling(k_points, n_global, self.comm))
 
     @property
     def outputs(self) -> int:

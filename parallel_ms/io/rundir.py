@@ -1,7 +1,8 @@
 """The run directory ``<output.root>/<output.name>/``: the resolved configuration
 (``config.toml``), the metric history (``metrics.csv``, one row per step) and the summary
-(``summary.json``). Written by rank 0 only; metrics are flushed as they come, so an interrupted
-run keeps its history."""
+(``summary.json``), next to the checkpoint, plots and fields written by the run command.
+Written by rank 0 only; metrics are flushed as they come, so an interrupted run keeps its
+history."""
 from __future__ import annotations
 
 import csv
@@ -38,6 +39,21 @@ class RunDirectory:
             self._writer.writeheader()
         self._writer.writerow(row)
         self._csv.flush()  # type: ignore[union-attr]
+
+    def resume_metrics(self, step: int) -> None:
+        """Continue metrics.csv after ``step`` (rows written after the checkpoint are dropped:
+        the resumed run writes them again)."""
+        if not self.is_root or not (self.path / "metrics.csv").exists():
+            return
+        with open(self.path / "metrics.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = [r for r in reader if int(r["step"]) <= step]
+        self._csv = open(self.path / "metrics.csv", "w", newline="")
+        self._writer = csv.DictWriter(self._csv, fieldnames=fields, extrasaction="ignore")
+        self._writer.writeheader()
+        self._writer.writerows(rows)
+        self._csv.flush()
 
     def summary(self, data: dict[str, Any]) -> None:
         if self.is_root:

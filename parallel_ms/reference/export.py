@@ -21,6 +21,8 @@ import firedrake as fd
 import h5py
 import numpy as np
 
+from parallel_ms.coarse.mesh import vertex_coordinates
+from parallel_ms.io.hdf5 import write_rows
 from parallel_ms.reference.solver import Reference
 
 
@@ -28,23 +30,18 @@ def write_vertex_file(ref: Reference, path: Path, extra_attrs: dict[str, Any] | 
     mesh = ref.mesh
     comm = mesh.comm
     P1 = fd.FunctionSpace(mesh, "CG", 1)
-    coords = fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(
-        fd.SpatialCoordinate(mesh)).dat.data_ro.reshape(-1, ref.problem.dim)
+    coords = vertex_coordinates(mesh)
     fields = {"u": fd.Function(P1).interpolate(ref.u).dat.data_ro}
     fields["w"] = fields["u"] + coords[:, 0]
     if len(ref.us) > 1:
         fields["u2"] = fd.Function(P1).interpolate(ref.us[1]).dat.data_ro
-    n_local = coords.shape[0]
-    offset = comm.exscan(n_local) or 0
-    n_total = comm.allreduce(n_local)
     if comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
     comm.barrier()
     with h5py.File(path, "w", driver="mpio", comm=comm) as f:
-        dset = f.create_dataset("coordinates", (n_total, ref.problem.dim), dtype="f8")
-        dset[offset:offset + n_local] = coords
+        write_rows(f, "coordinates", coords, comm)
         for name, values in fields.items():
-            f.create_dataset(name, (n_total,), dtype="f8")[offset:offset + n_local] = values
+            write_rows(f, name, values, comm)
         attrs = {"case": ref.problem.name, "eps": ref.problem.eps, "degree": ref.degree,
                  "resolution": ref.resolution, "k11": ref.k11,
                  "solve_time_s": ref.solve_time, "ranks": comm.size, **(extra_attrs or {})}

@@ -8,6 +8,8 @@ global point set.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from parallel_ms import parallel
 from parallel_ms.config import Config
+from parallel_ms.coupling.coupling import CouplingState
 from parallel_ms.errors import UserError
 from parallel_ms.fine.sampling import Shard, resample_adaptive
 from parallel_ms.parallel import ParallelContext
@@ -40,12 +43,14 @@ class Result:
     wall_time: float
     history: list[dict[str, Any]] = field(default_factory=list)
     k11_best: float | None = None
+    preempted: bool = False
 
 
 class Trainer:
     def __init__(self, cfg: Config, ctx: ParallelContext) -> None:
         self.cfg, self.ctx = cfg, ctx
-        torch.set_num_threads(cfg.parallel.threads)
+        torch.set_num_threads(cfg.parallel.threads
+                              or max(1, (os.cpu_count() or 1) // ctx.local_size))
         self.s: Setup = build(cfg, ctx)
         self.params = list(self.s.net.parameters())
         self.ddp = DDP(self.s.forward,
@@ -60,6 +65,10 @@ class Trainer:
         self._reference = None
         self.current_step = 0
         self._k_refreshed: Any = None
+        self.best: tuple[float, int, dict[str, Any]] = (
+            float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
+        self.k11_best: float | None = None
+        self._elapsed_before, self._t0 = 0.0, time.perf_counter()
         self.s.objective.refresh_policy = self._refresh_due
 
     # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
@@ -152,15 +161,73 @@ class Trainer:
                                           self.ctx.comm.allreduce(len(interior)),
                                           old.n_boundary))
 
+    # ---- checkpoint state ---------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(replicated state, this rank's state): everything a bitwise resume needs."""
+        coupling = self.s.objective.coupling
+        replicated = {
+            "step": self.current_step, "elapsed": self._elapsed(),
+            "network": dict(self.s.net.state_dict()), "optimizer_kind": self.optimizer_kind,
+            "adam": self.adam.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "lbfgs": self.lbfgs.state_dict(), "balancer": self.balancer.state_dict(),
+            "switch_norms": None if self.switch is None else list(self.switch.norms),
+            "best": {"residual": self.best[0], "step": self.best[1],
+                     "network": dict(self.best[2]), "k11": self.k11_best},
+            "k_refreshed": self._k_refreshed}
+        shard = self.s.objective.shard
+        per_rank: dict[str, Any] = {
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.ctx.device.type == "cuda"
+                    else None},
+            "points": {"interior": shard.interior, "boundary": shard.boundary,
+                       "n_interior": shard.n_interior, "n_boundary": shard.n_boundary},
+            "coupling": None if coupling is None else {
+                "ys": list(coupling.ys), **dataclasses.asdict(coupling.state)}}
+        return replicated, per_rank
+
+    def load_state_dict(self, replicated: dict[str, Any], per_rank: dict[str, Any]) -> None:
+        self.s.net.load_state_dict(replicated["network"])
+        self.optimizer_kind = replicated["optimizer_kind"]
+        self.adam.load_state_dict(replicated["adam"])
+        self.scheduler.load_state_dict(replicated["scheduler"])
+        self.lbfgs.load_state_dict(replicated["lbfgs"])
+        self.balancer.load_state_dict(replicated["balancer"])
+        if self.switch is not None:
+            self.switch.norms = list(replicated["switch_norms"] or [])
+        b = replicated["best"]
+        self.best = (b["residual"], b["step"], b["network"])
+        self.k11_best = b["k11"]
+        self._k_refreshed = replicated["k_refreshed"]
+        self.current_step = replicated["step"]
+        self._elapsed_before = replicated["elapsed"]
+        torch.set_rng_state(per_rank["rng"]["torch"])
+        if per_rank["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(per_rank["rng"]["cuda"])
+        p = per_rank["points"]
+        self.s.objective.set_points(Shard(p["interior"], p["boundary"], p["n_interior"],
+                                          p["n_boundary"]))
+        coupling = self.s.objective.coupling
+        if coupling is not None:
+            c = dict(per_rank["coupling"])
+            coupling.ys = c.pop("ys")
+            coupling.state = CouplingState(**c)
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.perf_counter() - self._t0)
+
     # ---- the loop -----------------------------------------------------------------------
-    def run(self, log: Callable[[dict[str, Any]], None] | None = None) -> Result:
-        """Algorithm 3.1 (hybrid) or plain PINN training; ``log`` receives every step's row."""
+    def run(self, log: Callable[[dict[str, Any]], None] | None = None,
+            checkpoint: Callable[[], None] | None = None,
+            stop_requested: Callable[[], bool] = lambda: False) -> Result:
+        """Algorithm 3.1 (hybrid) or plain PINN training from the current step to
+        ``train.steps``. ``log`` receives every step's row; ``checkpoint`` is called every
+        ``output.checkpoint_every`` steps and at the end; when ``stop_requested()`` (the same
+        answer on every rank) the run checkpoints after the current step and stops early."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        best = (float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
-        k11_best = None
+        self._t0 = time.perf_counter()
         history = []
-        for step in range(1, cfg.train.steps + 1):
+        stopped = False
+        for step in range(self.current_step + 1, cfg.train.steps + 1):
             if cfg.sampling.adaptive_every and step % cfg.sampling.adaptive_every == 0:
                 self.resample(step // cfg.sampling.adaptive_every)
             row = self.step(step)
@@ -168,35 +235,43 @@ class Trainer:
             if bad:
                 raise UserError(f"the loss term '{bad[0]}' is {row[bad[0]]} at step {step}: the "
                                 f"run diverged (try a smaller optimizer.lr or network.dtype="
-                                f"float64)", collective=True)
-            if row["residual"] < best[0]:
-                best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
-                k11_best = row.get("k11")
+                                f"float64); the last checkpoint is kept", collective=True)
+            if row["residual"] < self.best[0]:
+                self.best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
+                self.k11_best = row.get("k11")
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 row["rel_l2"], row["rel_h1"] = self.errors()
-            row["wall_time"] = time.perf_counter() - t0
+            row["wall_time"] = self._elapsed()
             history.append(row)
             if log is not None:
                 log(row)
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                parallel.print0(_log_line(row))
-        final = copy.deepcopy(self.s.net.state_dict())
-        self.s.net.load_state_dict(best[2])
-        rel_l2, rel_h1 = self.errors() if cfg.train.steps else (None, None)
-        self.s.net.load_state_dict(final)
-        return Result(cfg.train.steps, best[1], best[0], rel_l2, rel_h1,
-                      time.perf_counter() - t0, history, k11_best)
+            stopped = stop_requested()
+            every = cfg.output.checkpoint_every
+            if checkpoint is not None and (stopped or step == cfg.train.steps
+                                           or (every and step % every == 0)):
+                checkpoint()
+            if stopped:
+                break
+        rel_l2, rel_h1 = self.best_errors() if self.best[1] and not stopped else (None, None)
+        return Result(self.current_step, self.best[1], self.best[0], rel_l2, rel_h1,
+                      self._elapsed(), history, self.k11_best, stopped)
+
+    def best_iterate(self) -> "_Swap":
+        """Context: the network holds the best iterate (smallest residual loss) inside."""
+        return _Swap(self.s.net, self.best[2])
+
+    def best_errors(self) -> tuple[float, float]:
+        with self.best_iterate():
+            return self.errors()
 
 
-def _log_line(row: dict[str, Any]) -> str:
-    parts = [f"step {row['step']:>6}", f"loss {row['loss']:.4e}", f"res {row['residual']:.3e}"]
-    if "boundary" in row:
-        parts.append(f"bnd {row['boundary']:.3e}")
-    if "k11" in row:
-        parts.append(f"R {row['R']:.3e}  K~ {row['k11']:.4f}" + (" (bound)" if row["bound_active"]
-                                                                 else ""))
-    parts.append(f"lr {row['lr']:.2e}")
-    if "rel_l2" in row:
-        parts.append(f"rel L2 {row['rel_l2']:.3e}  rel H1 {row['rel_h1']:.3e}")
-    parts.append(f"{row['wall_time']:.1f} s")
-    return "  ".join(parts)
+class _Swap:
+    def __init__(self, net: torch.nn.Module, state: dict[str, Any]) -> None:
+        self.net, self.state = net, state
+
+    def __enter__(self) -> None:
+        self.saved = copy.deepcopy(self.net.state_dict())
+        self.net.load_state_dict(self.state)
+
+    def __exit__(self, *exc: object) -> None:
+        self.net.load_state_dict(self.saved)

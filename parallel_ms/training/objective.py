@@ -44,6 +44,7 @@ class PINNObjective:
         self.tau1 = tau1
         self.hard_bc = hard_bc
         self.coupling: Coupling | None = None
+        self.x_nodes = torch.empty((0, problem.dim), dtype=dtype, device=device)
         #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
         self.refresh_policy: Callable[[Any], bool] = lambda k: True
         self.set_points(shard)
@@ -60,7 +61,8 @@ class PINNObjective:
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
-        self.x_nodes = torch.empty((0, self.problem.dim), dtype=self.dtype, device=self.device)
+        if self.coupling is not None:
+            self.coupling.set_points(shard.interior, self.k, shard.n_interior)
 
     def _source(self, x64: torch.Tensor) -> torch.Tensor:
         """f_eps per output: (M,) for one output, (M, n) for the temperature drops e_1..e_n."""
