@@ -46,17 +46,21 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
 
 
 def test_diverging_run_stops_with_one_line(mpiexec, tmp_path):
+    # three good steps, then the learning rate jumps to 1e27 (decay 1e30 every 3 steps)
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-2d", "--steps", "50",
-                      "--set", "optimizer.lr=1e30", "--set", "balancing.enabled=false",
+                      "--set", "optimizer.decay=1e30", "--set", "optimizer.decay_every=3",
+                      "--set", "optimizer.lr=1e-3", "--set", "balancing.enabled=false",
                       "--set", f"output.root={tmp_path}", "--set", "output.name=d",
                       "--set", "output.checkpoint_every=1", *SMALL], timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     first = out.stderr.splitlines()[0]
-    m = re.match(r"parallel_ms: error: the loss term '\w+' is (nan|inf) at step (\d+): the run "
-                 r"diverged .*; the last checkpoint is kept$", first)
+    m = re.match(r"parallel_ms: error: (the loss term '\w+' is (?:nan|inf)|the network "
+                 r"parameters are not finite) at step (\d+): the run diverged .*; the last "
+                 r"checkpoint is kept$", first)
     assert m, first
     assert "Traceback" not in out.stderr
     bad_step = int(m.group(2))
+    assert bad_step > 3
     with h5py.File(tmp_path / "d" / "checkpoint.h5") as f:    # the last good step's state
         assert int(f.attrs["step"]) == bad_step - 1
         assert all(np.all(np.isfinite(f["replicated/network"][k][()]))

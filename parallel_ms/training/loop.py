@@ -231,11 +231,14 @@ class Trainer:
             if cfg.sampling.adaptive_every and step % cfg.sampling.adaptive_every == 0:
                 self.resample(step // cfg.sampling.adaptive_every)
             row = self.step(step)
-            bad = [n for n in self.s.objective.term_names if not np.isfinite(row[n])]
+            bad = [f"the loss term '{n}' is {row[n]}" for n in self.s.objective.term_names
+                   if not np.isfinite(row[n])]
+            if not bad and not all(bool(torch.isfinite(p).all()) for p in self.params):
+                bad = ["the network parameters are not finite"]   # (replicas: same on all ranks)
             if bad:
-                raise UserError(f"the loss term '{bad[0]}' is {row[bad[0]]} at step {step}: the "
-                                f"run diverged (try a smaller optimizer.lr or network.dtype="
-                                f"float64); the last checkpoint is kept", collective=True)
+                raise UserError(f"{bad[0]} at step {step}: the run diverged (try a smaller "
+                                f"optimizer.lr or network.dtype=float64); the last checkpoint "
+                                f"is kept", collective=True)
             if row["residual"] < self.best[0]:
                 self.best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
                 self.k11_best = row.get("k11")
