@@ -123,14 +123,14 @@ def main() -> None:
           f"(every-step refresh), paper-2d, Ms-FF 2 x 128, float32, Adam")
     for kind, rows in runs.items():
         print(f"\n{kind} scaling ({args.points} points{' per rank' if kind == 'weak' else ''})")
-        print(f"{'ranks':>5}{'threads':>8}{'points':>8}{'s/step':>9}{'eff.':>7}{'coarse':>9}"
-              f"{'compr.':>9}{'allred.':>9}")
+        print(f"{'ranks':>5}{'threads':>8}{'points':>8}{'s/step':>9}{'eff.':>7}"
+              f"{'coarse ms':>11}{'compr. ms':>11}{'allred. ms':>12}")
         t1 = rows[0]["step_s"]
         for r in rows:
             eff = t1 / (r["ranks"] * r["step_s"]) if kind == "strong" else t1 / r["step_s"]
             print(f"{r['ranks']:>5}{r['threads_per_rank']:>8}{r['points']:>8}{r['step_s']:>9.4f}"
-                  f"{eff:>7.0%}{r['coarse_s'] / r['step_s']:>9.1%}"
-                  f"{r['compression_s'] / r['step_s']:>9.1%}{r['allreduce_s'] / r['step_s']:>9.1%}")
+                  f"{eff:>7.0%}{1e3 * r['coarse_s']:>11.2f}{1e3 * r['compression_s']:>11.2f}"
+                  f"{1e3 * r['allreduce_s']:>12.2f}")
     write_json(args.json, {"machine": mach, **runs})
 
 

@@ -96,3 +96,12 @@ def test_too_coarse_sampling_for_delta_is_one_line(mpiexec, tmp_path):
     first = out.stderr.splitlines()[0]
     assert first.startswith("parallel_ms: error: ") and "no collocation point within" in first
     assert "Traceback" not in out.stderr
+
+
+def test_more_ranks_than_coarse_cells_is_a_one_line_error(mpiexec):
+    out = mpiexec(3, ["-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15",
+                      "--set", "coarse.cells=2", "--set", "sampling.interior=100"], timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == ("parallel_ms: error: coarse.cells = 2 gives 2 coarse "
+                                          "cells for 3 MPI ranks (allowed: at least one coarse "
+                                          "cell per rank; the coarse cells shard the points)")

@@ -9,6 +9,7 @@ from torch import nn
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.config import Config
 from parallel_ms.coupling.coupling import Coupling
+from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
 from parallel_ms.fine.sampling import sample
 from parallel_ms.parallel import ParallelContext
@@ -32,6 +33,10 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     problem = get_case(cfg.problem.case,
                        **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[problem.dim]
+    if ctx.size > cells ** problem.dim:
+        raise UserError(f"coarse.cells = {cells} gives {cells ** problem.dim} coarse cells for "
+                        f"{ctx.size} MPI ranks (allowed: at least one coarse cell per rank; the "
+                        f"coarse cells shard the points)", collective=True)
     mesh = unit_mesh(problem.dim, cells, ctx.comm)
     shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
                    cfg.sampling.seed, ctx.comm)
