@@ -16,6 +16,7 @@ import firedrake as fd
 import numpy as np
 from petsc4py import PETSc
 
+from parallel_ms.coarse.mesh import vertex_coordinates
 from parallel_ms.errors import UserError
 
 
@@ -61,8 +62,7 @@ class Compression:
         ones.set(1.0)
         C.mult(ones, counts)                      # points per node
         # -- P: Firedrake's coarse dofs x structured nodes (owned dofs only)
-        coords = fd.Function(fd.VectorFunctionSpace(V.mesh(), "CG", 1)).interpolate(
-            fd.SpatialCoordinate(V.mesh())).dat.data_ro.reshape(-1, dim)
+        coords = vertex_coordinates(V.mesh())
         self.node_coords = coords
         n_owned = len(coords)
         dofs = V.dof_dset.lgmap.apply(np.arange(n_owned, dtype=PETSc.IntType))

@@ -33,11 +33,8 @@ class RunDirectory:
         if not self.is_root:
             return
         if self._writer is None:
-            fields = list(row) + [k for k in ("rel_l2", "rel_h1") if k not in row]
-            self._csv = open(self.path / "metrics.csv", "w", newline="")
-            self._writer = csv.DictWriter(self._csv, fieldnames=fields, extrasaction="ignore")
-            self._writer.writeheader()
-        self._writer.writerow(row)
+            self._start_csv(list(row) + [k for k in ("rel_l2", "rel_h1") if k not in row])
+        self._writer.writerow(row)  # type: ignore[union-attr]
         self._csv.flush()  # type: ignore[union-attr]
 
     def resume_metrics(self, step: int) -> None:
@@ -49,11 +46,15 @@ class RunDirectory:
             reader = csv.DictReader(f)
             fields = list(reader.fieldnames or [])
             rows = [r for r in reader if int(r["step"]) <= step]
+        self._start_csv(fields)
+        self._writer.writerows(rows)  # type: ignore[union-attr]
+        self._csv.flush()  # type: ignore[union-attr]
+
+    def _start_csv(self, fields: list[str]) -> None:
+        """(Re)write metrics.csv with its header; rows follow."""
         self._csv = open(self.path / "metrics.csv", "w", newline="")
         self._writer = csv.DictWriter(self._csv, fieldnames=fields, extrasaction="ignore")
         self._writer.writeheader()
-        self._writer.writerows(rows)
-        self._csv.flush()
 
     def summary(self, data: dict[str, Any]) -> None:
         if self.is_root:

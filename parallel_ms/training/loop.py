@@ -233,7 +233,8 @@ class Trainer:
             row = self.step(step)
             bad = [f"the loss term '{n}' is {row[n]}" for n in self.s.objective.term_names
                    if not np.isfinite(row[n])]
-            if not bad and not all(bool(torch.isfinite(p).all()) for p in self.params):
+            if not bad and not bool(torch.stack([torch.isfinite(p).all()
+                                                 for p in self.params]).all()):
                 bad = ["the network parameters are not finite"]   # (replicas: same on all ranks)
             if bad:
                 raise UserError(f"{bad[0]} at step {step}: the run diverged (try a smaller "
