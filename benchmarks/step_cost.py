@@ -1,70 +1,163 @@
-"""Cost of one training step: plain PINN vs hybrid (lazy and every-step coarse refresh), measured
-in one run on the same network and points (paper's 2D setting by default).
+"""Cost of one training step on the paper's 2D case, everything measured in one run: plain
+PINN with double-backward derivatives, with the forward jet, with the jet under torch.compile;
+the hybrid step with lazy and with every-step coarse refresh; the matmul roofline of this
+machine; and the same plain-PINN step in DeepXDE (PyTorch backend, its own environment) on the
+same network and points.
 
-    .venv/bin/python benchmarks/step_cost.py [--points 25000] [--steps 20] [--json F]
-    mpiexec -n 2 .venv/bin/python benchmarks/step_cost.py        (data parallel)
+    benchmarks/setup-deepxde.sh                      (once; without it the DeepXDE row is absent)
+    .venv/bin/python benchmarks/step_cost.py [--network msff mlp] [--points 25000] [--steps 10]
+                                             [--json F]
+    mpiexec -n 2 .venv/bin/python benchmarks/step_cost.py --no-peer      (data parallel)
 
-Each variant runs a few warm-up steps (JIT compilation of Firedrake kernels, first solves);
-then the variants take ``--steps`` timed Adam steps in turn (round robin, so that the noise of a
-shared machine hits all of them alike); the table gives the mean time per step and the ratio
-to the PINN step. The lazy variant re-solves the state at most every 100 steps (paper); every-step
-re-solves it at every step.
+Each variant is a full ``Trainer.step`` (residual and boundary losses, backward, Adam) with
+loss balancing off; after a warm-up (JIT compilation, first solves) the variants take
+``--steps`` timed steps in turn (round robin, so the noise of a shared machine hits all alike).
+FLOPs are counted by ``torch.utils.flop_counter`` on one step of each variant (the compiled
+jet does the jet's FLOPs); the roofline is the PINN jet step's FLOPs at the rate torch.matmul
+reaches here on the step's dominant shape, measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
-from common import machine, write_json
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from common import best_time, machine, write_json
 from parallel_ms import config, parallel
 
+HERE = Path(__file__).resolve().parent
+NETWORKS = {"msff": ["network.kind=msff"],
+            "mlp": ["network.kind=mlp", "network.width=64", "network.depth=8"]}
+TITLES = {"msff": "Ms-FF (2 maps x 64 features, 2 x 128 tanh)", "mlp": "MLP 8 x 64 tanh"}
+JET = "PINN, forward jet"
+VARIANTS = {"PINN, double backward": ["loss.derivatives=autograd"],
+            JET: ["loss.derivatives=jet"],
+            "PINN, jet + torch.compile": ["loss.derivatives=jet-compiled"],
+            "hybrid, lazy refresh": ["train.method=hybrid"],
+            "hybrid, every-step refresh": ["train.method=hybrid", "coupling.refresh=every-step"]}
 
-def time_steps(variants: dict[str, list[str]], steps: int, warmup: int) -> dict[str, float]:
-    from parallel_ms.training.loop import Trainer
-    ctx = parallel.init("cpu")
-    trainers = {name: Trainer(config.load(None, o), ctx) for name, o in variants.items()}
+
+def time_steps(trainers: dict, steps: int, warmup: int, comm) -> dict[str, float]:
+    """Mean seconds per step of each trainer, the trainers stepping in turn."""
     for trainer in trainers.values():
         for k in range(1, warmup + 1):
             trainer.step(k)
     total = dict.fromkeys(trainers, 0.0)
     for k in range(warmup + 1, warmup + steps + 1):
         for name, trainer in trainers.items():
-            ctx.comm.barrier()
+            comm.barrier()
             t0 = time.perf_counter()
             trainer.step(k)
             total[name] += time.perf_counter() - t0
     return {name: t / steps for name, t in total.items()}
 
 
+def step_flops(trainer, k: int) -> float | None:
+    """FLOPs (all ranks) of one step, counted by torch's FLOP counter; None where the counter
+    cannot follow the step (its module hooks refuse ``autograd.grad`` inside a forward, i.e.
+    double backward)."""
+    try:
+        with FlopCounterMode(display=False) as counter:
+            trainer.step(k)
+    except RuntimeError:
+        return None
+    return float(parallel.allreduce_sum(counter.get_total_flops()))
+
+
+def matmul_rate(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> float:
+    """FLOP/s of (rows x width) @ (width x width) on this rank."""
+    a = torch.randn(rows, width, dtype=dtype, device=device)
+    b = torch.randn(width, width, dtype=dtype, device=device)
+    return 2.0 * rows * width * width / best_time(lambda: a @ b, repeats=5)
+
+
+def deepxde_step(network: str, points: int, steps: int, warmup: int) -> dict | None:
+    venv = Path(os.environ.get("DEEPXDE_VENV", HERE / ".venv-deepxde"))
+    if not (venv / "bin" / "python").exists():
+        print(f"  (no DeepXDE environment at {venv}: run benchmarks/setup-deepxde.sh for the "
+              f"DeepXDE row)")
+        return None
+    threads = torch.get_num_threads()
+    out = subprocess.run([str(venv / "bin" / "python"), str(HERE / "deepxde_step.py"),
+                          "--network", network, "--points", str(points), "--steps", str(steps),
+                          "--warmup", str(warmup), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(network: str, args: argparse.Namespace, ctx) -> dict:
+    from parallel_ms.training.loop import Trainer
+    base = ["problem.case=paper-2d", *NETWORKS[network], f"sampling.interior={args.points}",
+            f"sampling.boundary={args.points // 10}", "balancing.enabled=false",
+            f"parallel.threads={args.threads}"]
+    trainers = {name: Trainer(config.load(None, base + extra), ctx)
+                for name, extra in VARIANTS.items()}
+    times = time_steps(trainers, args.steps, args.warmup, ctx.comm)
+    k = args.warmup + args.steps + 1
+    flops = {name: step_flops(t, k) for name, t in trainers.items() if "compile" not in name}
+    flops["PINN, jet + torch.compile"] = flops[JET]
+    net = trainers[JET].s.net
+    maps = net.B.shape[0] if hasattr(net, "B") else 1
+    width = trainers[JET].cfg.network.width
+    rows = maps * trainers[JET].s.objective.shard.n_interior * 4     # value, 2 grads, lap
+    rate = parallel.allreduce_sum(matmul_rate(rows, width, torch.float32, ctx.device))
+    peer = deepxde_step(network, args.points, args.steps, args.warmup) \
+        if args.peer and ctx.size == 1 else None
+    return {"seconds_per_step": times, "flops": flops, "matmul_gflops": rate / 1e9,
+            "roofline_s": flops[JET] / rate, "deepxde": peer}
+
+
+def table(network: str, r: dict) -> None:
+    roof, ref = r["roofline_s"], r["seconds_per_step"][JET]
+    print(f"\n{TITLES[network]}")
+    print(f"{'step':<32}{'s/step':>9}{'/ jet':>8}{'GFLOP/s':>9}{'/ roofline':>12}")
+    for name, t in r["seconds_per_step"].items():
+        rate = "—" if r["flops"][name] is None else f"{r['flops'][name] / t / 1e9:.1f}"
+        print(f"{name:<32}{t:>9.4f}{t / ref:>8.3f}{rate:>9}{t / roof:>11.2f}x")
+    if r["deepxde"] is not None:
+        t = r["deepxde"]["seconds_per_step"]
+        name = f"DeepXDE {r['deepxde']['deepxde']}, PINN"
+        print(f"{name:<32}{t:>9.4f}{t / ref:>8.3f}{'':>9}{t / roof:>11.2f}x")
+    print(f"{'matmul roofline':<32}{roof:>9.4f}{roof / ref:>8.3f}{r['matmul_gflops']:>9.1f}"
+          f"{1.0:>11.2f}x")
+    s = r["seconds_per_step"]
+    fast = min(s[JET], s["PINN, jet + torch.compile"])
+    print(f"targets: fast path vs double backward {s['PINN, double backward'] / fast:.2f}x "
+          f"(>= 2.5x); vs roofline {fast / roof:.2f}x (<= 1.5x); hybrid / PINN "
+          f"{s['hybrid, lazy refresh'] / s[JET]:.3f} lazy, "
+          f"{s['hybrid, every-step refresh'] / s[JET]:.3f} every step (<= 1.10)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="paper-2d")
-    p.add_argument("--points", type=int, default=25000)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--network", nargs="+", choices=tuple(NETWORKS), default=list(NETWORKS))
+    p.add_argument("--points", type=int, default=25000, help="interior points (boundary: 1/10)")
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: the "
+                   "cores shared among the ranks on a node)")
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="skip DeepXDE")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    base = [f"problem.case={args.case}", f"sampling.interior={args.points}",
-            f"sampling.boundary={args.points // 10}", "balancing.enabled=false"]
-    variants = {
-        "pinn": base,
-        "hybrid (lazy refresh)": base + ["train.method=hybrid"],
-        "hybrid (every-step refresh)": base + ["train.method=hybrid",
-                                               "coupling.refresh=every-step"],
-    }
-    times = time_steps(variants, args.steps, args.warmup)
-    ctx = parallel.init("cpu")
+    ctx = parallel.init("auto")
+    results = {network: measure(network, args, ctx) for network in args.network}
     if ctx.is_root:
         mach = machine()
-        print(f"machine: {mach['cpu']}, {mach['cores']} cores, {ctx.size} rank(s), "
-              f"torch {mach['torch']} ({mach['torch_threads']} threads per rank)")
-        print(f"case {args.case}, {args.points} interior points, Ms-FF 2 x 128, float32, Adam")
-        print(f"{'step':<30}{'s/step':>10}{'/ pinn':>9}")
-        for name, t in times.items():
-            print(f"{name:<30}{t:>10.4f}{t / times['pinn']:>9.3f}")
-        write_json(args.json, {"machine": mach, "ranks": ctx.size, "case": args.case,
-                               "points": args.points, "seconds_per_step": times})
+        print(f"machine: {mach['cpu']}, {mach['cores']} cores, device {mach['device']}, "
+              f"{ctx.size} rank(s) x {torch.get_num_threads()} torch thread(s); torch "
+              f"{mach['torch']}; paper-2d, {args.points} + {args.points // 10} points per step "
+              f"(all ranks), float32, Adam")
+        for network, r in results.items():
+            table(network, r)
+        write_json(args.json, {"machine": mach, "ranks": ctx.size, "points": args.points,
+                               "networks": results})
     parallel.finalize()
 
 

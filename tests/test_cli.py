@@ -56,9 +56,10 @@ print(fd.assemble(u * fd.dx), float(x.grad.sum()))
 
 def test_config_command_prints_a_loadable_resolved_configuration(tmp_path):
     out = _py(["-m", "parallel_ms", "config", "--case", "paper-1d-eps0_01",
-               "--set", "optimizer.lr=1e-3"])
+               "--set", "optimizer.lr=1e-3", "--seed", "7"])
     assert out.returncode == 0, out.stderr
     assert 'case = "paper-1d-eps0_01"' in out.stdout and "lr = 0.001" in out.stdout
+    assert out.stdout.count("seed = 7") == 2        # --seed: network and sampling
     path = tmp_path / "c.toml"
     path.write_text(out.stdout)
     again = _py(["-m", "parallel_ms", "config", "--config", str(path)])

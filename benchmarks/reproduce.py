@@ -1,0 +1,288 @@
+"""The paper's accuracy experiments, and the project's variants beyond them, run with the
+project's own command and tabulated in the paper's format.
+
+    .venv/bin/python benchmarks/reproduce.py [TABLE ...] [--scale reduced] [--seeds 0 1 2]
+                                             [--jobs 2] [--root runs/reproduce] [--json F]
+
+Every (row, seed) of a table is one ``python -m parallel_ms run --config jobs/<case>.toml
+--set ...`` (the exact command is printed and logged), ``--jobs`` of them at a time with
+``cores / jobs`` torch threads each (``--ranks R`` runs each under ``mpiexec -n R``). A run
+whose directory already holds a summary for the same resolved configuration is not repeated,
+so a table can be re-printed, or extended by seeds, without recomputing it. Each table is
+printed as Markdown (mean ± standard deviation over the seeds, the paper's numbers beside),
+and its error histories are plotted to ``<root>/<table>.png``.
+
+Tables: ``1d-eps0_01`` and ``1d-eps1_15`` (paper Figs. 1-2: hybrid vs Ms-PINN), ``2d``
+(Table 1), ``beyond-1d`` and ``beyond-2d`` (L-BFGS after Adam, tau_2 continuation,
+residual-based resampling, block-tensor upscaling). Scales: ``paper`` (the job files as they
+are), ``reduced`` (what the results page reports on a 2-core machine) and ``quick`` (a few
+dozen steps: checks that everything runs).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = ROOT / "jobs"
+
+MLP = ("network.kind=mlp", "network.width=64", "network.depth=8", "optimizer.lr=1e-3")
+LBFGS = ("optimizer.kind=adam-lbfgs", "optimizer.lbfgs_max_iter=1")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    overrides: tuple[str, ...]
+    #: the paper's (rel. L2, rel. H1, iterations, seconds); None where it gives none
+    paper: tuple[float | None, float | None, int | None, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    config: str                                    #: job file in jobs/
+    rows: tuple[Row, ...]
+    scales: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+SCALES_1D_001 = {"paper": (), "reduced": ("train.steps=2000",),
+                 "quick": ("train.steps=60", "train.eval_every=30")}
+SCALES_1D_115 = {"paper": (), "reduced": ("train.steps=3000",),
+                 "quick": ("train.steps=60", "train.eval_every=30")}
+SCALES_2D = {"paper": (),
+             "reduced": ("sampling.interior=2000", "sampling.boundary=400",
+                         "sampling.adaptive_every=100", "train.steps=2000",
+                         "train.eval_every=500", "train.log_every=100",
+                         "output.checkpoint_every=500"),
+             "quick": ("sampling.interior=1500", "sampling.boundary=300",
+                       "sampling.adaptive_every=20", "train.steps=40", "train.eval_every=40")}
+
+TABLES = {
+    "1d-eps0_01": Table("1D, eps = 0.01 (paper Fig. 2)", "paper-1d-eps0_01.toml", (
+        Row("hybrid", ("train.method=hybrid",), (0.1, None, None, None)),
+        Row("Ms-PINN", ("train.method=pinn",), (10.0, None, None, None))), SCALES_1D_001),
+    "1d-eps1_15": Table("1D, eps = 1/15 (paper Fig. 1)", "paper-1d-eps1_15.toml", (
+        Row("hybrid", ("train.method=hybrid",), (0.3, None, None, None)),
+        Row("Ms-PINN", ("train.method=pinn",), (1e-2, None, None, None))), SCALES_1D_115),
+    "2d": Table("2D, eps = 0.1 (paper Table 1)", "paper-2d.toml", (
+        Row("Hybrid Ms-PINN", ("train.method=hybrid",), (1.28e-2, 2.23e-2, 77478, 554)),
+        Row("Hybrid MLP", ("train.method=hybrid", *MLP), (1.42e-2, 1.44e-2, 139400, 1725)),
+        Row("Ms-PINN", ("train.method=pinn",), (1.97e-2, 2.20e-2, 70009, 354)),
+        Row("MLP PINN", ("train.method=pinn", *MLP), (1.71e-2, 1.89e-2, 150000, 1221))),
+        SCALES_2D),
+    "beyond-1d": Table("Beyond the paper: 1D, eps = 1/15, hybrid", "paper-1d-eps1_15.toml", (
+        Row("hybrid, Adam (paper; the row of 1d-eps1_15)", ("train.method=hybrid",)),
+        Row("Adam, tau_2 continuation from 50 %",
+            ("train.method=hybrid", "coupling.continuation=0.5")),
+        Row("Adam, residual-based resampling every 100",
+            ("train.method=hybrid", "sampling.adaptive_every=100")),
+        Row("Adam -> L-BFGS (one iteration per step)", ("train.method=hybrid", *LBFGS)),
+        Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS))), SCALES_1D_115),
+    "beyond-2d": Table("Beyond the paper: 2D, eps = 0.1, hybrid Ms-PINN", "paper-2d.toml", (
+        Row("isotropic K~, resampling (Table 1 row)", ("train.method=hybrid",)),
+        Row("block-tensor K~, 5 x 5 blocks",
+            ("train.method=hybrid", "coupling.upscaling=block-tensor", "coupling.blocks=[5,5]")),
+        Row("isotropic K~, fixed points", ("train.method=hybrid", "sampling.adaptive_every=0")),
+        Row("isotropic K~, fixed points, Adam -> L-BFGS",
+            ("train.method=hybrid", "sampling.adaptive_every=0", *LBFGS))), SCALES_2D),
+}
+
+
+@dataclass
+class Run:
+    table: str
+    row: Row
+    seed: int
+    path: Path
+    overrides: list[str]
+
+    def command(self, ranks: int) -> list[str]:
+        sets = [a for o in self.overrides for a in ("--set", o)]
+        cmd = [sys.executable, "-m", "parallel_ms", "run", "--config",
+               str(JOBS / TABLES[self.table].config), *sets]
+        return (["mpiexec", "-n", str(ranks)] + cmd) if ranks > 1 else cmd
+
+    def cached(self) -> dict[str, Any] | None:
+        """The run's summary if it was made with the same resolved configuration."""
+        from parallel_ms import config
+        summary, saved = self.path / "summary.json", self.path / "config.toml"
+        if not summary.is_file() or not saved.is_file():
+            return None
+        wanted = config.to_toml(config.load(JOBS / TABLES[self.table].config, self.overrides))
+        return json.loads(summary.read_text()) if saved.read_text() == wanted else None
+
+
+def plan(tables: list[str], scale: str, seeds: list[int], root: Path,
+         threads: int) -> list[Run]:
+    """The runs of the tables; a run's directory is named by its configuration (job file and
+    overrides), so rows that two tables share are run once."""
+    runs = []
+    for name in tables:
+        table = TABLES[name]
+        for row in table.rows:
+            setting = [*table.scales[scale], *row.overrides]
+            key = hashlib.sha1(" ".join([table.config, *setting]).encode()).hexdigest()[:10]
+            for seed in seeds:
+                path = root / scale / f"{Path(table.config).stem}-{key}" / f"seed{seed}"
+                overrides = [*setting, f"network.seed={seed}", f"sampling.seed={seed}",
+                             f"parallel.threads={threads}", "output.progress=log",
+                             f"output.root={path.parent}", f"output.name={path.name}"]
+                runs.append(Run(name, row, seed, path, overrides))
+    return runs
+
+
+def say(line: str) -> None:
+    """One whole line at a time: the runs report from several threads."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def execute(run: Run, ranks: int, threads: int) -> dict[str, Any]:
+    summary = run.cached()
+    if summary is not None:
+        say(f"[cached] {run.path}")
+        return summary
+    run.path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = run.command(ranks)
+    say(f"[start] {run.table} / {run.row.name} / seed {run.seed}: {shlex.join(cmd)}")
+    log = run.path.parent / f"{run.path.name}.log"
+    with open(log, "w") as f:
+        f.write(shlex.join(cmd) + "\n")
+        f.flush()
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    if done.returncode != 0:
+        raise SystemExit(f"reproduce.py: run failed (exit {done.returncode}), see {log}")
+    summary = json.loads((run.path / "summary.json").read_text())
+    say(f"[done] {run.path}: rel. L2 {summary['rel_l2']:.3g}, {summary['wall_time_s']:.0f} s")
+    return summary
+
+
+def history(path: Path) -> tuple[list[int], list[float], int | None]:
+    """(steps, rel. L2 errors) at the evaluation steps of a run's metrics.csv, and the step at
+    which Adam -> L-BFGS switched (None if it did not)."""
+    steps, errors, switched = [], [], None
+    with open(path / "metrics.csv") as f:
+        for r in csv.DictReader(f):
+            if r.get("rel_l2"):
+                steps.append(int(r["step"]))
+                errors.append(float(r["rel_l2"]))
+            if switched is None and r["optimizer"] == "lbfgs":
+                switched = int(r["step"])
+    return steps, errors, switched
+
+
+def stat(values: list[float], fmt: str = "{:.3g}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
+
+
+def paper_cell(value: float | int | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def markdown(name: str, scale: str, seeds: list[int], results: dict[str, list[dict]],
+             runs: list[Run]) -> str:
+    table = TABLES[name]
+    lines = [f"### {table.title}: scale `{scale}`, seeds {', '.join(map(str, seeds))}",
+             f"jobs/{table.config} with {' '.join(table.scales[scale]) or '(as is)'}", "",
+             "| method | rel. L2 | rel. H1 | rel. L2 per seed | steps | time (s) "
+             "| paper rel. L2 | paper rel. H1 | paper iterations | paper time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in table.rows:
+        s = results[row.name]
+        paper = row.paper or (None, None, None, None)
+        per_seed = ", ".join(f"{r['rel_l2']:.3g}" for r in s)
+        lines.append(
+            f"| {row.name} | {stat([r['rel_l2'] for r in s])} | {stat([r['rel_h1'] for r in s])}"
+            f" | {per_seed} | {s[0]['steps']}"
+            f" | {stat([r['wall_time_s'] for r in s], '{:.0f}')}"
+            f" | {paper_cell(paper[0], '≈ {:.3g}')} | {paper_cell(paper[1], '{:.3g}')}"
+            f" | {paper_cell(paper[2], '{}')} | {paper_cell(paper[3], '{}')} |")
+    for row in table.rows:
+        if "optimizer.kind=adam-lbfgs" in row.overrides:
+            steps = [history(r.path)[2] for r in runs if r.row is row]
+            lines.append(f"\n{row.name}: L-BFGS from step "
+                         f"{', '.join('never' if k is None else str(k) for k in steps)} "
+                         f"(per seed; Adam before)")
+    return "\n".join(lines)
+
+
+def figure(name: str, runs: list[Run], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colours = {}
+    for run in runs:
+        steps, errors, _ = history(run.path)
+        colour = colours.setdefault(run.row.name, f"C{len(colours)}")
+        ax.semilogy(steps, errors, color=colour, marker=".", alpha=0.8,
+                    label=run.row.name if run.seed == runs[0].seed else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(TABLES[name].title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("tables", nargs="*", default=list(TABLES), metavar="TABLE",
+                   help=f"any of {', '.join(TABLES)} (default: all)")
+    p.add_argument("--scale", choices=("paper", "reduced", "quick"), default="reduced")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    p.add_argument("--ranks", type=int, default=1, help="MPI ranks per run (default 1)")
+    p.add_argument("--root", type=Path, default=ROOT / "runs" / "reproduce")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    unknown = [t for t in args.tables if t not in TABLES]
+    if unknown:
+        p.error(f"unknown table {unknown[0]!r} (allowed: {', '.join(TABLES)})")
+    threads = max(1, (os.cpu_count() or 1) // (args.jobs * args.ranks))
+    runs = plan(args.tables, args.scale, args.seeds, args.root.resolve(), threads)
+    t0 = time.perf_counter()
+    unique = {run.path: run for run in runs}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = dict(zip(unique, pool.map(lambda r: execute(r, args.ranks, threads),
+                                         unique.values())))
+    summaries = [done[run.path] for run in runs]
+    from common import machine, write_json
+    mach = machine()
+    print(f"\nmachine: {mach['cpu']}, {mach['cores']} cores, device {mach['device']}; "
+          f"{args.jobs} run(s) at a time, {args.ranks} rank(s) x {threads} torch thread(s) "
+          f"each; {time.perf_counter() - t0:.0f} s in all\n")
+    report: dict[str, Any] = {"machine": mach, "scale": args.scale, "seeds": args.seeds,
+                              "jobs": args.jobs, "ranks": args.ranks, "tables": {}}
+    for name in args.tables:
+        mine = [(r, s) for r, s in zip(runs, summaries) if r.table == name]
+        results = {row.name: [s for r, s in mine if r.row is row] for row in TABLES[name].rows}
+        print(markdown(name, args.scale, args.seeds, results, [r for r, _ in mine]) + "\n")
+        figure(name, [r for r, _ in mine], args.root / args.scale / f"{name}.png")
+        report["tables"][name] = {"overrides": list(TABLES[name].scales[args.scale]),
+                                  "rows": {row: [{"seed": r.seed, "path": str(r.path), **s}
+                                                 for r, s in mine if r.row.name == row]
+                                           for row in results}}
+    write_json(args.json, report)
+
+
+if __name__ == "__main__":
+    main()
