@@ -71,10 +71,12 @@ def step_flops(trainer, k: int) -> float | None:
 
 
 def matmul_rate(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> float:
-    """FLOP/s of (rows x width) @ (width x width) on this rank."""
+    """FLOP/s of (rows x width) @ (width x width) on this rank, into a preallocated result
+    (a fresh 10^8-byte result would add page faults and halve the rate measured)."""
     a = torch.randn(rows, width, dtype=dtype, device=device)
     b = torch.randn(width, width, dtype=dtype, device=device)
-    return 2.0 * rows * width * width / best_time(lambda: a @ b, repeats=5)
+    c = torch.empty(rows, width, dtype=dtype, device=device)
+    return 2.0 * rows * width * width / best_time(lambda: torch.matmul(a, b, out=c), repeats=5)
 
 
 def deepxde_step(network: str, points: int, steps: int, warmup: int) -> dict | None:
