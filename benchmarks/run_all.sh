@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark at reduced settings, one after another (about 20 minutes on a 2-core machine):
+# Every benchmark at reduced settings, one after another (15 min 36 s on a 2-core machine):
 # the step-cost tables (1 and 2 ranks, DeepXDE beside), parallel scaling, coarse solves against
 # their size, and every accuracy table of benchmarks/reproduce.py at its `quick` scale.
 #
