@@ -182,7 +182,11 @@ def execute(run: Run, ranks: int, threads: int) -> dict[str, Any]:
     return summary
 
 
-def history(path: Path) -> tuple[list[int], list[float], int | None]:
+#: (evaluation steps, rel. L2 errors at them, step of the Adam -> L-BFGS switch or None)
+History = tuple[list[int], list[float], int | None]
+
+
+def history(path: Path) -> History:
     """(steps, rel. L2 errors) at the evaluation steps of a run's metrics.csv, and the step at
     which Adam -> L-BFGS switched (None if it did not)."""
     steps, errors, switched = [], [], None
@@ -206,8 +210,8 @@ def paper_cell(value: float | int | None, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
 
 
-def markdown(name: str, scale: str, seeds: list[int], results: dict[str, list[dict]],
-             runs: list[Run]) -> str:
+def markdown(name: str, scale: str, seeds: list[int],
+             by_row: dict[str, list[tuple[Run, dict, History]]]) -> str:
     table = TABLES[name]
     with_paper = any(row.paper for row in table.rows)
     lines = [f"### {table.title}: scale `{scale}`, seeds {', '.join(map(str, seeds))}",
@@ -216,40 +220,38 @@ def markdown(name: str, scale: str, seeds: list[int], results: dict[str, list[di
              "| time (s) |" + (" paper rel. L2 | paper rel. H1 | paper iterations "
                                "| paper time (s) |" if with_paper else ""),
              "|---" * (11 if with_paper else 7) + "|"]
+    notes = []
     for row in table.rows:
-        s = results[row.name]
+        done = by_row[row.name]
+        s = [summary for _, summary, _ in done]
         per_seed = ", ".join(f"{r['rel_l2']:.3g}" for r in s)
-        last = stat([history(r.path)[1][-1] for r in runs if r.row is row])
         line = (f"| {row.name} | {stat([r['rel_l2'] for r in s])} "
-                f"| {stat([r['rel_h1'] for r in s])} | {per_seed} | {last} | {s[0]['steps']}"
+                f"| {stat([r['rel_h1'] for r in s])} | {per_seed} "
+                f"| {stat([h[1][-1] for _, _, h in done])} | {s[0]['steps']}"
                 f" | {stat([r['wall_time_s'] for r in s], '{:.0f}')} |")
         if with_paper:
             paper = row.paper or (None, None, None, None)
             line += (f" {paper_cell(paper[0], '{:.3g}')} | {paper_cell(paper[1], '{:.3g}')}"
                      f" | {paper_cell(paper[2], '{}')} | {paper_cell(paper[3], '{}')} |")
         lines.append(line)
-    for row in table.rows:
         if "optimizer.kind=adam-lbfgs" in row.overrides:
-            steps = [history(r.path)[2] for r in runs if r.row is row]
-            lines.append(f"\n{row.name}: L-BFGS from step "
-                         f"{', '.join('never' if k is None else str(k) for k in steps)} "
-                         f"(per seed; Adam before)")
+            switched = ", ".join("never" if h[2] is None else str(h[2]) for _, _, h in done)
+            notes.append(f"\n{row.name}: L-BFGS from step {switched} (per seed; Adam before)")
+    lines += notes
     if table.note:
         lines.append(f"\n{table.note}")
     return "\n".join(lines)
 
 
-def figure(name: str, runs: list[Run], out: Path) -> None:
+def figure(name: str, by_row: dict[str, list[tuple[Run, dict, History]]], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    colours = {}
-    for run in runs:
-        steps, errors, _ = history(run.path)
-        colour = colours.setdefault(run.row.name, f"C{len(colours)}")
-        ax.semilogy(steps, errors, color=colour, marker=".", alpha=0.8,
-                    label=run.row.name if run.seed == runs[0].seed else None)
+    for i, (row, done) in enumerate(by_row.items()):
+        for k, (_, _, (steps, errors, _)) in enumerate(done):
+            ax.semilogy(steps, errors, color=f"C{i}", marker=".", alpha=0.8,
+                        label=row if k == 0 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("relative L2 error")
     ax.set_title(TABLES[name].title, fontsize=10)
@@ -289,15 +291,16 @@ def main() -> None:
           f"each; {time.perf_counter() - t0:.0f} s in all\n")
     report: dict[str, Any] = {"machine": mach, "scale": args.scale, "seeds": args.seeds,
                               "jobs": args.jobs, "ranks": args.ranks, "tables": {}}
+    histories = {path: history(path) for path in unique}
     for name in args.tables:
-        mine = [(r, s) for r, s in zip(runs, summaries) if r.table == name]
-        results = {row.name: [s for r, s in mine if r.row is row] for row in TABLES[name].rows}
-        print(markdown(name, args.scale, args.seeds, results, [r for r, _ in mine]) + "\n")
-        figure(name, [r for r, _ in mine], args.root / args.scale / f"{name}.png")
+        by_row = {row.name: [(r, s, histories[r.path]) for r, s in zip(runs, summaries)
+                             if r.table == name and r.row is row] for row in TABLES[name].rows}
+        print(markdown(name, args.scale, args.seeds, by_row) + "\n")
+        figure(name, by_row, args.root / args.scale / f"{name}.png")
         report["tables"][name] = {"overrides": list(TABLES[name].scales[args.scale]),
                                   "rows": {row: [{"seed": r.seed, "path": str(r.path), **s}
-                                                 for r, s in mine if r.row.name == row]
-                                           for row in results}}
+                                                 for r, s, _ in done]
+                                           for row, done in by_row.items()}}
     write_json(args.json, report)
 
 

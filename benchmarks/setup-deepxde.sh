@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A separate environment for the DeepXDE peer benchmark (benchmarks/step_cost.py, worker benchmarks/deepxde_step.py), so that
-# DeepXDE and its dependencies never touch the project's .venv:
+# A separate environment for the DeepXDE peer in benchmarks/step_cost.py (its worker
+# benchmarks/deepxde_step.py), so that DeepXDE and its dependencies never touch the project's
+# .venv:
 #   benchmarks/setup-deepxde.sh        -> benchmarks/.venv-deepxde (DeepXDE 1.15.0, torch 2.13.0)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -25,9 +25,8 @@ def relative_errors(fn: PointFunction, ref: Reference,
     """(relative L2 error, relative H1-seminorm error) of ``fn`` against ``ref.u``.
 
     The default quadrature degree 2p (P_p reference) integrates the reference's own terms
-    exactly; ``fn`` is smooth on the reference mesh's scale (h <= eps/32), and a higher
-    degree changes the relative errors in their eighth digit while the network evaluations
-    (the cost of a validation) grow with the number of quadrature points."""
+    exactly; ``fn`` is smooth on the reference mesh's scale (h <= eps/32), so a higher degree
+    would mostly add network evaluations, which are the cost of a validation."""
     mesh = ref.mesh
     degree = quadrature_degree or 2 * ref.degree
     Q = fd.FunctionSpace(mesh, "Quadrature", degree, quad_scheme="default")
