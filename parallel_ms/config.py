@@ -27,7 +27,8 @@ class NetworkConfig:
     features: int = 64              #: Fourier features m per map (Ms-FF)
     sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
     hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
-    dtype: str = "float32"          #: float32 | float64
+    dtype: str = "auto"             #: auto (float64 for Gauss-Newton, else float32) | float32
+                                    #: | float64
     seed: int = 0                   #: initialisation seed (same on every rank)
 
 
@@ -40,6 +41,7 @@ class SamplingConfig:
     adaptive_every: int = 0         #: residual-based resampling every T steps (0: off)
     adaptive_beta: float = 1.0      #: density ~ |r|^beta / mean + c
     adaptive_c: float = 1.0
+    resample_every: int = 0         #: fresh uniform/Sobol interior points every T steps (0: off)
 
 
 @dataclass
@@ -57,7 +59,8 @@ class BalancingConfig:
 
 @dataclass
 class OptimizerConfig:
-    kind: str = "adam"              #: adam | lbfgs | adam-lbfgs
+    kind: str = "adam"              #: adam | lbfgs | adam-lbfgs | gauss-newton
+                                    #: | adam-gauss-newton (gn_warmup Adam steps first)
     lr: float = 5e-4
     decay: float = 0.75             #: lr x decay every decay_every steps (Adam)
     decay_every: int = 1000
@@ -66,6 +69,13 @@ class OptimizerConfig:
     lbfgs_max_iter: int = 20        #: inner iterations per L-BFGS step
     switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
     switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
+    gn_solver: str = "cholesky"     #: Gauss-Newton step: cholesky (explicit J^T J, summed over
+                                    #: ranks, P x P) | cg (matrix-free conjugate gradients)
+    gn_damping: float = 1e-3        #: Gauss-Newton: initial Levenberg-Marquardt damping lambda
+    gn_warmup: int = 1000           #: adam-gauss-newton: Adam steps before Gauss-Newton
+    cg_max_iter: int = 100          #: CG iterations per Gauss-Newton step (cap)
+    cg_tol: float = 1e-4            #: ... until ||CG residual|| <= cg_tol ||J^T r||
+    line_search: int = 10           #: Armijo backtracking halvings before a step is rejected
 
 
 @dataclass
@@ -145,10 +155,11 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "network.kind": ("msff", "mlp"),
-    "network.dtype": ("float32", "float64"),
+    "network.dtype": ("auto", "float32", "float64"),
     "sampling.method": ("uniform", "sobol"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
-    "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs"),
+    "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs", "gauss-newton", "adam-gauss-newton"),
+    "optimizer.gn_solver": ("cholesky", "cg"),
     "train.method": ("pinn", "hybrid"),
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
@@ -156,14 +167,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "parallel.device": ("auto", "cpu", "cuda"),
     "output.progress": ("auto", "bar", "log"),
 }
+GAUSS_NEWTON = ("gauss-newton", "adam-gauss-newton")
 POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
             "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
             "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
+            "optimizer.gn_damping", "optimizer.cg_max_iter", "optimizer.cg_tol",
             "balancing.every", "train.eval_every", "train.log_every",
             "reference.degree", "problem.eps", "coarse.cells", "reference.resolution",
             "coupling.delta", "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
-                "sampling.adaptive_c", "loss.tau1", "train.steps", "optimizer.switch_tol",
+                "sampling.adaptive_c", "sampling.resample_every", "optimizer.gn_warmup",
+                "optimizer.line_search", "loss.tau1", "train.steps", "optimizer.switch_tol",
                 "coupling.tau2", "coupling.refresh_tol", "output.checkpoint_every",
                 "parallel.threads")
 
@@ -254,6 +268,8 @@ def load(path: Path | None = None, overrides: list[str] = ()) -> Config:
             raise UserError(f"--set '{item}' (allowed: section.key=value)", collective=True)
         set_value(cfg, key.strip(), value.strip())
     validate(cfg)
+    if cfg.network.dtype == "auto":
+        cfg.network.dtype = "float64" if cfg.optimizer.kind in GAUSS_NEWTON else "float32"
     return cfg
 
 
@@ -289,6 +305,9 @@ def validate(cfg: Config) -> None:
                      "none with coupling.upscaling = 'block-tensor' (it upscales all entries)")
     if not 0 <= cfg.coupling.continuation < 1:
         raise _error("coupling.continuation", cfg.coupling.continuation, "0 <= value < 1")
+    if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
+        raise _error("sampling.resample_every", cfg.sampling.resample_every,
+                     "0 when sampling.adaptive_every is set (one resampling rule at a time)")
     if cfg.reference.degree not in (1, 2):
         raise _error("reference.degree", cfg.reference.degree, "1, 2")
     from parallel_ms.problems import get_case

@@ -137,6 +137,17 @@ def allreduce_sum(x: T, comm: MPI.Comm = MPI.COMM_WORLD) -> T:
     return comm.allreduce(x, op=MPI.SUM)
 
 
+def allreduce_replicated(x: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
+    """Sum over the ranks of a (detached) tensor, bitwise identical on every rank: reduced to
+    rank 0, then broadcast (MPI does not promise the same bits on every rank of an
+    all-reduce). Decisions taken from the result are therefore the same on every rank."""
+    local = np.ascontiguousarray(x.detach().cpu().numpy())
+    out = np.empty_like(local)
+    comm.Reduce(local, out, op=MPI.SUM, root=0)
+    comm.Bcast(out, root=0)
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+
 def print0(*args: object, **kwargs: object) -> None:
     """``print`` on rank 0 only."""
     if MPI.COMM_WORLD.rank == 0:

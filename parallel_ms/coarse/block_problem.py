@@ -11,6 +11,10 @@ sensitivity of the reduced objective has a second term. With adjoints B p_i = -d
     dJ^/dK~^j_ab = sum_i p_i^T (dB/dK~^j_ab y_i - dF_i/dK~^j_ab)
                  = sum_i int_{V_j} d_a p_i  d_b (y_i + x_i)                              (4.28)
 
+The tangent-linear problem (Gauss-Newton's Jacobian products) is the same derivative forward:
+
+    B(K~) dy_i = dF_i - dB y_i:   int K~ grad dy_i . grad phi = -int dK~ grad (y_i + x_i) . grad phi
+
 B is re-assembled and re-factorised when K~ changes (lazy refresh: rarely).
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ class BlockCoarseProblem(CoarseSpace):
         super().__init__(mesh)
         self.partition = BlockPartition(mesh, blocks)
         self.K = fd.Function(fd.TensorFunctionSpace(mesh, "DG", 0))
+        self._dK = fd.Function(self.K.function_space())
         u, phi = fd.TrialFunction(self.V), fd.TestFunction(self.V)
         self._form = fd.inner(self.K * fd.grad(u), fd.grad(phi)) * fd.dx
         e = fd.Identity(2)
@@ -59,6 +64,20 @@ class BlockCoarseProblem(CoarseSpace):
     def adjoint(self, k: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         self._set(k)
         return self._solve(self._rhs(rhs))
+
+    def tangents(self, k: np.ndarray, dk: np.ndarray, ys: list[np.ndarray]
+                 ) -> list[np.ndarray]:
+        """[dy_1, dy_2] for a change dk (blocks, 2, 2) of K~ (collective), reusing the
+        factorisation."""
+        self._set(k)
+        self._dK.dat.data_wo[:] = dk[self.partition.cell_block]
+        phi = fd.TestFunction(self.V)
+        out = []
+        for i, y in enumerate(ys):
+            w = self._function(y) + self.x[i]
+            load = fd.assemble(-fd.inner(self._dK * fd.grad(w), fd.grad(phi)) * fd.dx)
+            out.append(self._solve(self._rhs(load.dat.data_ro)))
+        return out
 
     def sensitivity(self, ps: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
         """dJ^/dK~^j (blocks, 2, 2) by (4.28), integrated per block (collective)."""

@@ -8,6 +8,7 @@ from the network and, in the anisotropic variant, K~_12 = K~_21 and K~_22 are gi
                                                               int K~ e_1 . grad phi vanishes
                                                               for constant K~)
     adjoint:  B(K~_11) p = b,          b = -dJ/dy
+    tangent:  B(K~_11) dy = -(dB/dK~_11) y dK~_11   (tangent-linear, for Gauss-Newton)
     B(K~_11) = K~_11 D + C,            D = dB/dK~_11
 
 Isotropic (K~ = K~_11 I): B = K~_11 A with A the Laplace stiffness matrix with Dirichlet rows;
@@ -101,13 +102,23 @@ class CoarseProblem(CoarseSpace):
         """p with B(k11) p = rhs (rhs at the owned dofs; boundary rows are zeroed)."""
         return self._solve(k11, self._rhs(rhs))
 
+    def _dB(self, y: np.ndarray) -> np.ndarray:
+        """(dB/dK~_11) y at the owned dofs (y vanishes on the boundary)."""
+        with self._function(y).dat.vec_ro as yv:
+            out = yv.duplicate()
+            self.D.petscmat.mult(yv, out)
+            return out.getArray().copy()
+
     def energy(self, p: np.ndarray, y: np.ndarray) -> float:
         """p^T (dB/dK~_11) y (collective); p and y vanish on the boundary."""
-        pf, yf = self._function(p), self._function(y)
-        with pf.dat.vec_ro as pv, yf.dat.vec_ro as yv:
-            dy = yv.duplicate()
-            self.D.petscmat.mult(yv, dy)
-            return float(pv.dot(dy))
+        return self.V.mesh().comm.allreduce(float(p @ self._dB(y)))
+
+    def tangents(self, k11: float, dk: float, ys: list[np.ndarray]) -> list[np.ndarray]:
+        """dy_i = -B^{-1} (dB/dK~_11) y_i dK~_11 (F does not depend on K~), reusing the
+        factorisation; isotropic: dy = -y dK~_11 / K~_11 without a solve."""
+        if self.isotropic:
+            return [-y * (dk / k11) for y in ys]
+        return [self._solve(k11, self._rhs(-dk * self._dB(y))) for y in ys]
 
     def sensitivity(self, ps: list[np.ndarray], ys: list[np.ndarray]) -> float:
         """dJ^/dK~_11 = sum_i p_i^T (dB/dK~_11) y_i for adjoints B p_i = -dJ/dy_i ((4.28);

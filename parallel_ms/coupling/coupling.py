@@ -113,22 +113,68 @@ class Coupling:
         return {**self.upscaling.log_values(st.k, st.k_raw, st.bound_active),
                 "R": st.coupling, "tau2": self.tau2}
 
+    def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> list[np.ndarray]:
+        """e_i = Q v_i - y_i at the owned coarse dofs, one per output; also records R."""
+        vs, vn = _columns(v), _columns(v_nodes)
+        e = [self.compression.apply(vs[:, i], vn[:, i]) - y for i, y in enumerate(self.ys)]
+        self.state.coupling = parallel.allreduce_sum(
+            float(sum((self.w * ei * ei).sum() for ei in e)), self.comm)
+        return e
+
     def term(self, v: torch.Tensor, grad_v: torch.Tensor, v_nodes: torch.Tensor
              ) -> torch.Tensor:
         """Local surrogate of tau_2 R with the reduced gradient (see the module docstring)."""
         vs, vn = v.reshape(len(v), -1), v_nodes.reshape(len(v_nodes), -1)
         as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
-        numpy = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-        r_local, s, rhs = 0.0, v.new_zeros(()), []
-        for i, y in enumerate(self.ys):
-            e = self.compression.apply(numpy(vs[:, i]), numpy(vn[:, i])) - y
-            r_local += float((self.w * e * e).sum())
-            rhs.append(2 * self.tau2 * self.w * e)                     # -dJ/dy_i
-            g_points, g_nodes = self.compression.transpose(rhs[-1])  # d(tau_2 R)/dv_i, y fixed
+        e = self._errors(v, v_nodes)
+        rhs = [2 * self.tau2 * self.w * ei for ei in e]                   # -dJ/dy_i
+        s = v.new_zeros(())
+        for i, b in enumerate(rhs):
+            g_points, g_nodes = self.compression.transpose(b)  # d(tau_2 R)/dv_i, y fixed
             s = s + as_t(g_points) @ vs[:, i] + as_t(g_nodes) @ vn[:, i]
-        self.state.coupling = parallel.allreduce_sum(r_local, self.comm)
         if self.upscaling.passes_gradient():
             ps = [self.coarse.adjoint(self.state.k, b) for b in rhs]
-            s = s + self.upscaling.linearized(grad_v, self.coarse.sensitivity(ps, self.ys))
-        value = self.tau2 * r_local
+            g = self.coarse.sensitivity(ps, self.ys)
+            s = s + (self.upscaling.cotangent(g) * grad_v).sum()
+        value = self.tau2 * float(sum((self.w * ei * ei).sum() for ei in e))
         return s + (value - s.detach())
+
+    # ---- the coupling term as residual rows (Gauss-Newton, docs/second-order.md §2) -------
+    def _row_scale(self) -> np.ndarray:
+        return np.sqrt(self.tau2 * self.w)
+
+    def rows(self, v: torch.Tensor, v_nodes: torch.Tensor) -> np.ndarray:
+        """sqrt(tau_2 w) (Q v_i - y_i) at the owned dofs, outputs concatenated: tau_2 R is the
+        sum over ranks of their squares. Call after :meth:`refresh` at the current K~."""
+        return np.concatenate([self._row_scale() * e for e in self._errors(v, v_nodes)])
+
+    def rows_tangent(self, dv: torch.Tensor, d_grad_v: torch.Tensor, dv_nodes: torch.Tensor
+                     ) -> np.ndarray:
+        """The rows' derivative along a change (dv, d grad v, dv_nodes) of the network:
+        sqrt(tau_2 w) (Q dv_i - dy_i), dy from the tangent-linear coarse problem for
+        dK~ = tangent(d grad v) (collective)."""
+        dys = self.coarse.tangents(self.state.k, self.upscaling.tangent(d_grad_v), self.ys)
+        dvs, dvn = _columns(dv), _columns(dv_nodes)
+        return np.concatenate([self._row_scale() * (self.compression.apply(dvs[:, i], dvn[:, i])
+                                                    - dy) for i, dy in enumerate(dys)])
+
+    def rows_cotangent(self, u: np.ndarray, grad_v: torch.Tensor
+                       ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """The adjoint of :meth:`rows_tangent` applied to u (owned dofs, outputs
+        concatenated): cotangents of v at the points (M, n), of grad v (its shape) and of v
+        at the owned nodes (collective: one adjoint solve per output)."""
+        su = np.split(np.tile(self._row_scale(), len(self.ys)) * u, len(self.ys))
+        pairs = [self.compression.transpose(b) for b in su]
+        cv = np.stack([p for p, _ in pairs], 1)
+        cn = np.stack([n for _, n in pairs], 1)
+        if self.upscaling.passes_gradient():
+            ps = [self.coarse.adjoint(self.state.k, b) for b in su]
+            cg = self.upscaling.cotangent(self.coarse.sensitivity(ps, self.ys))
+        else:
+            cg = torch.zeros_like(grad_v)
+        return cv, cg, cn
+
+
+def _columns(t: torch.Tensor) -> np.ndarray:
+    """Values per output as a float64 array (m, n)."""
+    return t.detach().reshape(len(t), -1).double().cpu().numpy()

@@ -14,10 +14,11 @@ Two variants, with one interface used by :class:`~parallel_ms.coupling.coupling.
   eigenvalues clipped into [Reuss_j, Voigt_j]).
 
 Every mean is a sum of per-rank partial sums divided by the GLOBAL point count, so the values
-are those of the serial run for the same global points. ``linearized(grad_v, g)`` returns this
-rank's differentiable share of <g, K~[v]> linearised at the current v, where g = dJ^/dK~ of the
-APPLIED (bounded) coefficient: the derivative of the projection is applied to g first, so the
-gradient is that of what is applied (zero through a clipped direction).
+are those of the serial run for the same global points. The derivative of the APPLIED (bounded)
+coefficient with respect to grad v at the points, at the last measured v, is offered both ways:
+``tangent(d grad_v)`` gives dK~ (global) and ``cotangent(g)`` gives this rank's share of
+(dK~/d grad_v)^T g for g = dJ^/dK~ (zero through a clipped direction): <cotangent(g), grad_v>
+is the surrogate whose autograd gradient is the adjoint part of the reduced gradient.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class ScalarUpscaling:
         return (self.k_points * (grad_v[:, 0] + 1)).sum() / self.n_global
 
     def measure(self, grad_v: torch.Tensor) -> float:
-        """K~_11 before the bound (all ranks); also the point :meth:`linearized` expands at."""
+        """K~_11 before the bound (all ranks); also the point the derivatives expand at."""
+        self._dim = grad_v.shape[1]
         self._k_raw = parallel.allreduce_sum(float(self.local(grad_v).detach()), self.comm)
         return self._k_raw
 
@@ -60,9 +62,21 @@ class ScalarUpscaling:
         """Is the bound's derivative nonzero at the last measured K~ (bound inactive)?"""
         return not self.bound(self._k_raw)[1]
 
-    def linearized(self, grad_v: torch.Tensor, g: float) -> torch.Tensor:
-        """g K~_11[v] (local share; used while the bound is inactive)."""
-        return g * self.local(grad_v)
+    def tangent(self, d_grad_v: torch.Tensor) -> float:
+        """dK~_11 (global) for a change d grad_v of grad v at this rank's points; zero while
+        the bound is active (the applied K~ does not move)."""
+        if not self.passes_gradient():
+            return 0.0
+        return parallel.allreduce_sum(float((self.k_points * d_grad_v[:, 0]).sum()),
+                                      self.comm) / self.n_global
+
+    def cotangent(self, g: float) -> torch.Tensor:
+        """(dK~_11/d grad_v)^T g at this rank's points, shape of grad v (M, d)."""
+        out = torch.zeros((len(self.k_points), self._dim), dtype=self.k_points.dtype,
+                          device=self.k_points.device)
+        if self.passes_gradient():
+            out[:, 0] = g * self.k_points / self.n_global
+        return out
 
     @staticmethod
     def log_values(k: float, k_raw: float, active: bool) -> dict[str, Any]:
@@ -96,8 +110,9 @@ class BlockTensorUpscaling:
         """grad w_i = e_i + grad v_i at the points: (M, c, i)."""
         return grad_v + torch.eye(2, dtype=grad_v.dtype, device=grad_v.device)
 
-    def _local_averages(self, grad_v: torch.Tensor) -> np.ndarray:
-        d = self._drops(grad_v.detach()) * self.inv_count[:, None, None]
+    def _local_averages(self, d: torch.Tensor) -> np.ndarray:
+        """This rank's shares of the block means <d>, <K d> of a field d (M, 2, 2)."""
+        d = d.detach() * self.inv_count[:, None, None]
         both = torch.stack([d, d * self.k_points[:, None, None]])          # (2, M, 2, 2)
         sums = torch.zeros((2, self.n, 2, 2), dtype=d.dtype, device=d.device)
         sums.index_add_(1, self.block, both)
@@ -105,8 +120,8 @@ class BlockTensorUpscaling:
 
     def measure(self, grad_v: torch.Tensor) -> np.ndarray:
         """K~^j = F^j (T^j)^{-1} before the bound (all ranks): shape (blocks, 2, 2); also the
-        point :meth:`linearized` expands at."""
-        t, f = parallel.allreduce_sum(self._local_averages(grad_v), self.comm)
+        point the derivatives expand at."""
+        t, f = parallel.allreduce_sum(self._local_averages(self._drops(grad_v)), self.comm)
         self._t, self._k_raw = t, tensor_from_averages(t, f)
         return self._k_raw
 
@@ -126,9 +141,10 @@ class BlockTensorUpscaling:
         lam, _, clipped = self._spectrum(self._k_raw)
         return bool((clipped == lam).any())
 
-    def _bound_adjoint(self, g: np.ndarray) -> np.ndarray:
-        """The adjoint of the derivative of the bound (symmetrisation, then the spectral clip,
-        by the Daleckii-Krein formula) applied to g = dJ^/dK~_applied."""
+    def _bound_derivative(self, g: np.ndarray) -> np.ndarray:
+        """The derivative of the bound (symmetrisation, then the spectral clip, by the
+        Daleckii-Krein formula) at the last measured K~, applied to g. The map is self-adjoint
+        in the Frobenius product, so the same function pulls g = dJ^/dK~_applied back."""
         lam, q, clipped = self._spectrum(self._k_raw)
         free = ((lam > self.reuss[:, None]) & (lam < self.voigt[:, None])).astype(float)
         dl = lam[:, :, None] - lam[:, None, :]
@@ -139,16 +155,25 @@ class BlockTensorUpscaling:
         gs = 0.5 * (g + np.swapaxes(g, -1, -2))
         return q @ (gamma * (qt @ gs @ q)) @ qt
 
-    def linearized(self, grad_v: torch.Tensor, g: np.ndarray) -> torch.Tensor:
-        """<g, K~[v]> linearised at v: <G T^-T, dF> - <K^T G T^-T, dT> with G the bound's
-        adjoint applied to g, as one weight matrix per point times grad w (local share)."""
-        gr = self._bound_adjoint(g)
-        a = gr @ np.linalg.inv(np.swapaxes(self._t, -1, -2))
+    def tangent(self, d_grad_v: torch.Tensor) -> np.ndarray:
+        """dK~^j (global, (blocks, 2, 2)) of the applied tensor for a change d grad_v
+        (M, 2, 2) at this rank's points: dK~_raw = (dF - K~_raw dT) T^-1, then the bound's
+        derivative."""
+        dt, df = parallel.allreduce_sum(self._local_averages(d_grad_v), self.comm)
+        dk_raw = np.linalg.solve(np.swapaxes(self._t, -1, -2),
+                                 np.swapaxes(df - self._k_raw @ dt, -1, -2)).swapaxes(-1, -2)
+        return self._bound_derivative(dk_raw)
+
+    def cotangent(self, g: np.ndarray) -> torch.Tensor:
+        """(dK~/d grad_v)^T g at this rank's points (M, 2, 2): with G the bound's derivative
+        applied to g, <G, dK~_raw> = <G T^-T, dF> - <K~^T G T^-T, dT>, one weight matrix
+        per point."""
+        a = self._bound_derivative(g) @ np.linalg.inv(np.swapaxes(self._t, -1, -2))
         b = np.swapaxes(self._k_raw, -1, -2) @ a
-        as_t = lambda x: torch.as_tensor(x, dtype=grad_v.dtype, device=grad_v.device)  # noqa: E731
+        as_t = lambda x: torch.as_tensor(x, dtype=self.k_points.dtype,  # noqa: E731
+                                         device=self.k_points.device)
         a_t, b_t = as_t(a)[self.block], as_t(b)[self.block]
-        w = (self.k_points[:, None, None] * a_t - b_t) * self.inv_count[:, None, None]
-        return (w * grad_v).sum()
+        return (self.k_points[:, None, None] * a_t - b_t) * self.inv_count[:, None, None]
 
     @staticmethod
     def log_values(k: np.ndarray, k_raw: np.ndarray, active: int) -> dict[str, Any]:

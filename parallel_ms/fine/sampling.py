@@ -115,11 +115,17 @@ def boundary_points(mesh: object, total: int, method: str, seed: int) -> np.ndar
     return np.array(pts, dtype=float).reshape(-1, dim)
 
 
+def interior_sample(mesh: object, n_interior: int, method: str, seed: int,
+                    round_: int = 0) -> np.ndarray:
+    """This rank's share of the global interior point set of sampling round ``round_``."""
+    return np.concatenate(interior_points(mesh, n_interior, method, seed, round_) or
+                          [np.empty((0, mesh.geometric_dimension))])  # type: ignore
+
+
 def sample(mesh: object, n_interior: int, n_boundary: int, method: str, seed: int,
            comm: object) -> Shard:
     """This rank's share of the global collocation point set."""
-    interior = np.concatenate(interior_points(mesh, n_interior, method, seed) or
-                              [np.empty((0, mesh.geometric_dimension))])  # type: ignore
+    interior = interior_sample(mesh, n_interior, method, seed)
     boundary = boundary_points(mesh, n_boundary, method, seed)
     return Shard(interior, boundary, comm.allreduce(len(interior)),  # type: ignore
                  comm.allreduce(len(boundary)))  # type: ignore

@@ -23,13 +23,15 @@ from parallel_ms import parallel
 from parallel_ms.config import Config
 from parallel_ms.coupling.coupling import CouplingState
 from parallel_ms.errors import UserError
-from parallel_ms.fine.sampling import Shard, resample_adaptive
+from parallel_ms.fine.sampling import Shard, interior_sample, resample_adaptive
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
 from parallel_ms.reference.metrics import relative_errors, torch_point_function
 from parallel_ms.training.balancing import GradNormBalancer
+from parallel_ms.training.gauss_newton import GaussNewton
 from parallel_ms.training.optimizers import (PlateauSwitch, global_loss, make_adam,
                                              make_lbfgs)
+from parallel_ms.training.residuals import Residuals
 from parallel_ms.training.setup import Setup, build, flat_grad
 
 
@@ -57,7 +59,11 @@ class Trainer:
                        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         self.balancer = GradNormBalancer(self.s.objective.term_names, cfg.balancing.every, cfg.balancing.alpha,
                                          cfg.balancing.enabled)
-        self.optimizer_kind = "lbfgs" if cfg.optimizer.kind == "lbfgs" else "adam"
+        kind = cfg.optimizer.kind
+        self.optimizer_kind = kind if kind in ("lbfgs", "gauss-newton") else "adam"
+        self.gauss_newton = GaussNewton(
+            Residuals(self.s.objective, self.s.forward, lambda: self.balancer.weights),
+            cfg.optimizer) if kind.endswith("gauss-newton") else None
         self.adam, self.scheduler = make_adam(self.params, cfg.optimizer)
         self.lbfgs = make_lbfgs(self.params, cfg.optimizer)
         self.switch = PlateauSwitch(cfg.optimizer.switch_window, cfg.optimizer.switch_tol) \
@@ -73,11 +79,11 @@ class Trainer:
 
     # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
     def _refresh_due(self, k_raw: Any) -> bool:
-        """Re-solve the coarse state? Always under L-BFGS and in every-step mode (consistent
-        objective); lazily otherwise: every T_K steps, when K~ moved more than the tolerance
+        """Re-solve the coarse state? Always under L-BFGS and Gauss-Newton and in every-step
+        mode (consistent objective); lazily otherwise: every T_K steps, when K~ moved more than the tolerance
         (paper: T_K = 100, 1e-2)."""
         c = self.cfg.coupling
-        due = (self._k_refreshed is None or self.optimizer_kind == "lbfgs"
+        due = (self._k_refreshed is None or self.optimizer_kind != "adam"
                or c.refresh == "every-step"
                or (self.current_step % c.refresh_every == 0
                    and np.abs(np.asarray(k_raw) - self._k_refreshed).max() > c.refresh_tol))
@@ -102,8 +108,17 @@ class Trainer:
         coupling = self.s.objective.coupling
         if coupling is not None:
             coupling.tau2 = self._tau2(step)
-        if self.balancer.due(step):
+        if (self.optimizer_kind == "adam" and self.gauss_newton is not None
+                and step > self.cfg.optimizer.gn_warmup):
+            self.optimizer_kind = "gauss-newton"
+            parallel.print0(f"step {step}: Adam warm-up done, switching to Gauss-Newton")
+        # the balancing weights are frozen under Gauss-Newton (they would change the objective
+        # between the step's model and its line search)
+        if self.optimizer_kind != "gauss-newton" and self.balancer.due(step):
             self.balancer.update(self.s.objective.terms(self.s.forward), self.params)
+        extra: dict[str, Any] = {}
+        if self.gauss_newton is not None:
+            extra = dict.fromkeys(("damping", "cg_iters", "step_length", "gain_ratio"))
         if self.optimizer_kind == "adam":
             self.adam.zero_grad(set_to_none=True)
             loss_local, terms = self._local_loss()
@@ -112,6 +127,10 @@ class Trainer:
             self.adam.step()
             self.scheduler.step()
             lr = self.scheduler.get_last_lr()[0]
+        elif self.optimizer_kind == "gauss-newton":
+            info = self.gauss_newton.step()  # type: ignore[union-attr]
+            terms, grad_norm, lr = info["terms"], info["grad_norm"], float("nan")
+            extra = {k: info[k] for k in extra}
         else:
             seen: dict[str, Any] = {}
 
@@ -126,9 +145,9 @@ class Trainer:
             terms = seen["terms"]
             grad_norm = float(torch.linalg.vector_norm(flat_grad(self.params)))
             lr = self.cfg.optimizer.lbfgs_lr
-        values = parallel.allreduce_sum(np.array([float(t.detach()) for t in terms.values()]))
+        values = parallel.allreduce_sum(np.array([float(t) for t in terms.values()]))
         row = {"step": step, "optimizer": self.optimizer_kind, "lr": lr, "grad_norm": grad_norm,
-               **{name: float(v) for name, v in zip(terms, values)},
+               **extra, **{name: float(v) for name, v in zip(terms, values)},
                **{f"w_{n}": w for n, w in self.balancer.weights.items()}}
         row["loss"] = sum(self.balancer.weights[n] * row[n] for n in terms)
         if coupling is not None:
@@ -150,13 +169,17 @@ class Trainer:
         fn = torch_point_function(self.s.net, self.s.objective.dtype, self.ctx.device)
         return relative_errors(fn, self.reference())
 
-    def resample(self, round_: int) -> None:
+    def resample(self, round_: int, adaptive: bool = True) -> None:
+        """New interior points: residual-based (RAD) or fresh ones of ``sampling.method``."""
         c = self.cfg.sampling
         old = self.s.objective.shard
-        interior = resample_adaptive(
-            self.s.coarse_mesh, c.interior, c.seed, round_,
-            lambda x: self.s.objective.pointwise_residual(self.s.net, x),
-            c.adaptive_beta, c.adaptive_c, self.ctx.comm)
+        if adaptive:
+            interior = resample_adaptive(
+                self.s.coarse_mesh, c.interior, c.seed, round_,
+                lambda x: self.s.objective.pointwise_residual(self.s.net, x),
+                c.adaptive_beta, c.adaptive_c, self.ctx.comm)
+        else:
+            interior = interior_sample(self.s.coarse_mesh, c.interior, c.method, c.seed, round_)
         self.s.objective.set_points(Shard(interior, old.boundary,
                                           self.ctx.comm.allreduce(len(interior)),
                                           old.n_boundary))
@@ -173,7 +196,9 @@ class Trainer:
             "switch_norms": None if self.switch is None else list(self.switch.norms),
             "best": {"residual": self.best[0], "step": self.best[1],
                      "network": dict(self.best[2]), "k11": self.k11_best},
-            "k_refreshed": self._k_refreshed}
+            "k_refreshed": self._k_refreshed,
+            "gauss_newton": None if self.gauss_newton is None
+            else self.gauss_newton.state_dict()}
         shard = self.s.objective.shard
         per_rank: dict[str, Any] = {
             "rng": {"torch": torch.get_rng_state(),
@@ -198,6 +223,8 @@ class Trainer:
         self.best = (b["residual"], b["step"], b["network"])
         self.k11_best = b["k11"]
         self._k_refreshed = replicated["k_refreshed"]
+        if self.gauss_newton is not None:
+            self.gauss_newton.load_state_dict(replicated["gauss_newton"])
         self.current_step = replicated["step"]
         self._elapsed_before = replicated["elapsed"]
         torch.set_rng_state(per_rank["rng"]["torch"])
@@ -230,6 +257,8 @@ class Trainer:
         for step in range(self.current_step + 1, cfg.train.steps + 1):
             if cfg.sampling.adaptive_every and step % cfg.sampling.adaptive_every == 0:
                 self.resample(step // cfg.sampling.adaptive_every)
+            if cfg.sampling.resample_every and step % cfg.sampling.resample_every == 0:
+                self.resample(step // cfg.sampling.resample_every, adaptive=False)
             row = self.step(step)
             bad = [f"the loss term '{n}' is {row[n]}" for n in self.s.objective.term_names
                    if not np.isfinite(row[n])]
