@@ -42,6 +42,8 @@ class BlockCoarseProblem(CoarseSpace):
                        - fd.inner(self.K * e[:, i], fd.grad(phi)) * fd.dx for i in range(2)]
         self.x = fd.SpatialCoordinate(mesh)
         self._factored_for: np.ndarray | None = None
+        self._basis_key: tuple[bytes, ...] | None = None
+        self._basis = np.empty(0)
 
     def _set(self, k: np.ndarray) -> None:
         """Assemble and factorise B(K~) for K~ of shape (blocks, 2, 2), unless already done."""
@@ -65,11 +67,8 @@ class BlockCoarseProblem(CoarseSpace):
         self._set(k)
         return self._solve(self._rhs(rhs))
 
-    def tangents(self, k: np.ndarray, dk: np.ndarray, ys: list[np.ndarray]
-                 ) -> list[np.ndarray]:
-        """[dy_1, dy_2] for a change dk (blocks, 2, 2) of K~ (collective), reusing the
-        factorisation."""
-        self._set(k)
+    def _tangents(self, dk: np.ndarray, ys: list[np.ndarray]) -> list[np.ndarray]:
+        """[dy_1, dy_2] for a change dk (blocks, 2, 2) of K~ (one assembly and solve each)."""
         self._dK.dat.data_wo[:] = dk[self.partition.cell_block]
         phi = fd.TestFunction(self.V)
         out = []
@@ -78,6 +77,19 @@ class BlockCoarseProblem(CoarseSpace):
             load = fd.assemble(-fd.inner(self._dK * fd.grad(w), fd.grad(phi)) * fd.dx)
             out.append(self._solve(self._rhs(load.dat.data_ro)))
         return out
+
+    def tangents(self, k: np.ndarray, dk: np.ndarray, ys: list[np.ndarray]
+                 ) -> list[np.ndarray]:
+        """[dy_1, dy_2] for a change dk (blocks, 2, 2) of K~ (collective). dy is linear in dk:
+        the responses to the 4 x blocks unit changes are solved once per (K~, states), reusing
+        the factorisation, and combined for every dk after that."""
+        self._set(k)
+        key = (k.tobytes(), *(y.tobytes() for y in ys))
+        if self._basis_key != key:
+            units = np.eye(dk.size).reshape(dk.size, *dk.shape)
+            self._basis = np.array([self._tangents(unit, ys) for unit in units])
+            self._basis_key = key
+        return list(np.tensordot(dk.reshape(-1), self._basis, 1))
 
     def sensitivity(self, ps: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
         """dJ^/dK~^j (blocks, 2, 2) by (4.28), integrated per block (collective)."""

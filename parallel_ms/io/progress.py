@@ -19,7 +19,11 @@ def log_line(row: dict[str, Any]) -> str:
     if "k11" in row:
         parts.append(f"R {row['R']:.3e}  K~ {row['k11']:.4f}"
                      + (" (bound)" if row["bound_active"] else ""))
-    parts.append(f"lr {row['lr']:.2e}")
+    if row.get("optimizer") == "gauss-newton":
+        parts.append(f"damping {row['damping']:.1e}"
+                     + (f"  CG {row['cg_iters']}" if row["cg_iters"] else ""))
+    else:
+        parts.append(f"lr {row['lr']:.2e}")
     if "rel_l2" in row:
         parts.append(f"rel L2 {row['rel_l2']:.3e}  rel H1 {row['rel_h1']:.3e}")
     parts.append(f"{row['wall_time']:.1f} s")

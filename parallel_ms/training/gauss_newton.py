@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from mpi4py import MPI
 
 from parallel_ms import parallel
 from parallel_ms.config import OptimizerConfig
@@ -77,8 +78,9 @@ def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.
 class GaussNewton:
     """One Levenberg-Marquardt step per :meth:`step` on the residuals' parameters."""
 
-    def __init__(self, residuals: Residuals, cfg: OptimizerConfig) -> None:
-        self.residuals = residuals
+    def __init__(self, residuals: Residuals, cfg: OptimizerConfig,
+                 comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+        self.residuals, self.comm = residuals, comm
         self.params = residuals.params
         self.cfg = cfg
         self.damping, self.nu = cfg.gn_damping, 2.0
@@ -91,14 +93,15 @@ class GaussNewton:
         self._lin_key: Any = None
 
     # ---- global quantities (bitwise equal on every rank) -------------------------------
-    @staticmethod
-    def _loss(lin: Linearization) -> float:
-        local = sum(float(r @ r) for r in lin.rows.values())
-        return float(parallel.allreduce_replicated(torch.tensor([local], dtype=torch.float64)))
+    def _sum(self, x: torch.Tensor) -> torch.Tensor:
+        return parallel.allreduce_replicated(x, self.comm)
 
-    @staticmethod
-    def _jt(lin: Linearization, u: dict[str, torch.Tensor]) -> torch.Tensor:
-        return parallel.allreduce_replicated(lin.vjp(u))
+    def _loss(self, lin: Linearization) -> float:
+        local = sum(float(r @ r) for r in lin.rows.values())
+        return float(self._sum(torch.tensor([local], dtype=torch.float64)))
+
+    def _jt(self, lin: Linearization, u: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._sum(lin.vjp(u))
 
     def _key(self) -> tuple[Any, ...]:
         """What the cached linearization depends on besides the parameters (the point set is
@@ -157,8 +160,8 @@ class GaussNewton:
         lambda without new Jacobian products."""
         jac = lin.jacobian(self.chunk)
         r = torch.cat(list(lin.rows.values()))
-        gram = parallel.allreduce_replicated(jac.T @ jac)
-        g = parallel.allreduce_replicated(jac.T @ r)
+        gram = self._sum(jac.T @ jac)
+        g = self._sum(jac.T @ r)
         del jac
         eye = torch.eye(len(g), dtype=g.dtype, device=g.device)
         for _ in range(self.cfg.line_search + 1):

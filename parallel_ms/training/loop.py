@@ -63,7 +63,7 @@ class Trainer:
         self.optimizer_kind = kind if kind in ("lbfgs", "gauss-newton") else "adam"
         self.gauss_newton = GaussNewton(
             Residuals(self.s.objective, self.s.forward, lambda: self.balancer.weights),
-            cfg.optimizer) if kind.endswith("gauss-newton") else None
+            cfg.optimizer, ctx.comm) if kind.endswith("gauss-newton") else None
         self.adam, self.scheduler = make_adam(self.params, cfg.optimizer)
         self.lbfgs = make_lbfgs(self.params, cfg.optimizer)
         self.switch = PlateauSwitch(cfg.optimizer.switch_window, cfg.optimizer.switch_tol) \
