@@ -42,6 +42,10 @@ JOBS = ROOT / "jobs"
 
 MLP = ("network.kind=mlp", "network.width=64", "network.depth=8", "optimizer.lr=1e-3")
 LBFGS = ("optimizer.kind=adam-lbfgs", "optimizer.lbfgs_max_iter=1", "optimizer.switch_tol=0.5")
+#: Gauss-Newton as measured best on 1D (docs/gauss-newton.md): 2 x 32 tanh, 16 features per
+#: map, 4000 points, float64
+GN = ("optimizer.kind=gauss-newton", "network.width=32", "network.features=16",
+      "sampling.interior=4000", "train.steps=40", "train.eval_every=2")
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,15 @@ class Table:
     rows: tuple[Row, ...]
     scales: dict[str, tuple[str, ...]] = field(default_factory=dict)
     note: str = ""                                 #: where the paper's numbers come from
+    time_axis: bool = False                        #: figure: rel. L2 against wall time
 
 
 SCALES_1D_001 = {"paper": (), "reduced": ("train.steps=2000",),
                  "quick": ("train.steps=60", "train.eval_every=30")}
 SCALES_1D_115 = {"paper": (), "reduced": ("train.steps=3000",),
                  "quick": ("train.steps=60", "train.eval_every=30")}
+SCALES_TTA_1D = {"paper": (), "reduced": ("train.steps=3000", "train.eval_every=250"),
+                 "quick": ("train.steps=20", "train.eval_every=10")}
 SCALES_2D = {"paper": (),
              "reduced": ("sampling.interior=2000", "sampling.boundary=400",
                          "sampling.adaptive_every=100", "train.steps=2000",
@@ -79,7 +86,7 @@ TABLES = {
         Row("Ms-PINN", ("train.method=pinn",), (10.0, None, None, None))), SCALES_1D_001,
         "Paper (its text, after up to 2e5 iterations): hybrid about 0.1, about two orders of "
         "magnitude better than Ms-PINN (hence 10)."),
-    "1d-eps1_15": Table("1D, eps = 1/15 (paper Fig. 1)", "paper-1d-eps1_15.toml", (
+    "1d-eps1_15": Table("1D, eps = 1/15 (paper Fig. 1)", "paper-1d-eps1_15-adam.toml", (
         Row("hybrid", ("train.method=hybrid",), (0.3, None, None, None)),
         Row("Ms-PINN", ("train.method=pinn",), (1e-2, None, None, None))), SCALES_1D_115,
         "Paper (its text, after up to 2e5 iterations): hybrid about 0.3 (the consistency gap "
@@ -91,7 +98,7 @@ TABLES = {
         Row("MLP PINN", ("train.method=pinn", *MLP), (1.71e-2, 1.89e-2, 150000, 1221))),
         SCALES_2D, "Paper: Table 1, averages over 5 seeds, A100 GPU, JAX + FEniCS; MLP PINN: "
         "1 of the 5 runs worked (its numbers)."),
-    "beyond-1d": Table("Beyond the paper: 1D, eps = 1/15", "paper-1d-eps1_15.toml", (
+    "beyond-1d": Table("Beyond the paper: 1D, eps = 1/15", "paper-1d-eps1_15-adam.toml", (
         Row("hybrid, Adam (paper; the row of 1d-eps1_15)", ("train.method=hybrid",)),
         Row("hybrid, Adam, tau_2 continuation from 50 %",
             ("train.method=hybrid", "coupling.continuation=0.5")),
@@ -108,6 +115,15 @@ TABLES = {
         Row("isotropic K~, fixed points", ("train.method=hybrid", "sampling.adaptive_every=0")),
         Row("isotropic K~, fixed points, Adam -> L-BFGS",
             ("train.method=hybrid", "sampling.adaptive_every=0", *LBFGS))), SCALES_2D),
+    "tta-1d-eps1_15": Table("Time to accuracy: 1D, eps = 1/15", "paper-1d-eps1_15-adam.toml", (
+        Row("Ms-PINN, Adam (paper)", ("train.method=pinn",)),
+        Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS)),
+        Row("Ms-PINN, Gauss-Newton", ("train.method=pinn", *GN)),
+        Row("hybrid, Gauss-Newton", ("train.method=hybrid", *GN)),
+        Row("hybrid, Gauss-Newton, tau_2 continuation from 50 %",
+            ("train.method=hybrid", *GN, "coupling.continuation=0.5"))),
+        SCALES_TTA_1D, "Gauss-Newton rows keep their own step counts (40) at every scale.",
+        time_axis=True),
 }
 
 
@@ -182,22 +198,24 @@ def execute(run: Run, ranks: int, threads: int) -> dict[str, Any]:
     return summary
 
 
-#: (evaluation steps, rel. L2 errors at them, step of the Adam -> L-BFGS switch or None)
-History = tuple[list[int], list[float], int | None]
+#: (evaluation steps, rel. L2 errors at them, step of the Adam -> L-BFGS switch or None,
+#: training times at the evaluation steps: wall time less validation)
+History = tuple[list[int], list[float], int | None, list[float]]
 
 
 def history(path: Path) -> History:
-    """(steps, rel. L2 errors) at the evaluation steps of a run's metrics.csv, and the step at
-    which Adam -> L-BFGS switched (None if it did not)."""
-    steps, errors, switched = [], [], None
+    """(steps, rel. L2 errors) at the evaluation steps of a run's metrics.csv, the step at
+    which Adam -> L-BFGS switched (None if it did not) and the wall times of those steps."""
+    steps, errors, switched, times = [], [], None, []
     with open(path / "metrics.csv") as f:
         for r in csv.DictReader(f):
             if r.get("rel_l2"):
                 steps.append(int(r["step"]))
                 errors.append(float(r["rel_l2"]))
+                times.append(float(r.get("train_time") or r["wall_time"]))
             if switched is None and r["optimizer"] == "lbfgs":
                 switched = int(r["step"])
-    return steps, errors, switched
+    return steps, errors, switched, times
 
 
 def stat(values: list[float], fmt: str = "{:.3g}") -> str:
@@ -249,10 +267,12 @@ def figure(name: str, by_row: dict[str, list[tuple[Run, dict, History]]], out: P
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for i, (row, done) in enumerate(by_row.items()):
-        for k, (_, _, (steps, errors, _)) in enumerate(done):
-            ax.semilogy(steps, errors, color=f"C{i}", marker=".", alpha=0.8,
-                        label=row if k == 0 else None)
-    ax.set_xlabel("step")
+        for k, (_, _, (steps, errors, _, times)) in enumerate(done):
+            plot = ax.loglog if TABLES[name].time_axis else ax.semilogy
+            plot(times if TABLES[name].time_axis else steps, errors, color=f"C{i}", marker=".",
+                 alpha=0.8, label=row if k == 0 else None)
+    ax.set_xlabel("training time (s), validation excluded" if TABLES[name].time_axis
+                  else "step")
     ax.set_ylabel("relative L2 error")
     ax.set_title(TABLES[name].title, fontsize=10)
     ax.legend(fontsize=8)

@@ -1,7 +1,8 @@
 """Cost of one training step on the paper's 2D case, everything measured in one run: plain
 PINN with double-backward derivatives, with the forward jet, with the jet under torch.compile;
-the hybrid step with lazy and with every-step coarse refresh; the matmul roofline of this
-machine; and the same plain-PINN step in DeepXDE (PyTorch backend, its own environment) on the
+the hybrid step with lazy and with every-step coarse refresh; one Gauss-Newton CG iteration
+and one hybrid Gauss-Newton step with its split (network, coarse solves, all-reduce); the
+matmul roofline of this machine; and the same plain-PINN step in DeepXDE (PyTorch backend, its own environment) on the
 same network and points.
 
     benchmarks/setup-deepxde.sh                      (once; without it the DeepXDE row is absent)
@@ -113,7 +114,81 @@ def measure(network: str, args: argparse.Namespace, ctx) -> dict:
     peer = deepxde_step(network, args.points, args.steps, args.warmup) \
         if args.peer and ctx.size == 1 else None
     return {"seconds_per_step": times, "flops": flops, "matmul_gflops": rate / 1e9,
-            "roofline_s": flops[JET] / rate, "deepxde": peer}
+            "roofline_s": flops[JET] / rate, "deepxde": peer,
+            "gauss_newton": gauss_newton_cost(trainers, base, args, ctx)}
+
+
+class Timers:
+    """Seconds spent inside functions wrapped on objects (``restore`` puts them back)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._saved: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+        self._saved.append((owner, attr, fn))
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
+        setattr(owner, attr, timed)
+
+    def restore(self) -> None:
+        for owner, attr, fn in reversed(self._saved):
+            setattr(owner, attr, fn)
+        self._saved.clear()
+
+
+def gauss_newton_cost(trainers: dict, base: list[str], args: argparse.Namespace, ctx) -> dict:
+    """One CG iteration (J delta and J^T u on all local points, one all-reduce of a
+    parameter vector) on the jet trainer's network and points, beside its Adam step; and one
+    hybrid Gauss-Newton step on the Gauss-Newton network (2 x 32 tanh, 16 features per map;
+    matrix-free CG capped at 20 iterations, and the explicit Cholesky variant) split into
+    coarse solves, all-reduce and the rest (network)."""
+    from parallel_ms.training.loop import Trainer
+    from parallel_ms.training.residuals import Residuals
+    jet = trainers[JET]
+    lin = Residuals(jet.s.objective, jet.s.forward).linearize()
+    delta = torch.randn(sum(p.numel() for p in jet.params), dtype=jet.params[0].dtype)
+    out: dict = {"cg_iteration_s": best_time(
+        lambda: parallel.allreduce_replicated(lin.vjp(lin.jvp(delta))), repeats=args.steps),
+        "steps": {}}
+    for solver in ("cg", "cholesky"):
+        trainer = Trainer(config.load(None, base + [
+            "train.method=hybrid", "optimizer.kind=gauss-newton", "network.width=32",
+            "network.features=16",
+            f"optimizer.gn_solver={solver}", "optimizer.cg_max_iter=20"]), ctx)
+        trainer.step(1)                                                   # warm-up
+        timers = Timers()
+        for attr in ("tangents", "adjoint", "states"):
+            timers.wrap(trainer.s.objective.coupling.coarse, attr, "coarse solves")
+        timers.wrap(parallel, "allreduce_replicated", "all-reduce")
+        ctx.comm.barrier()
+        t0 = time.perf_counter()
+        info = trainer.gauss_newton.step()
+        total = time.perf_counter() - t0
+        timers.restore()
+        split = dict(timers.seconds)
+        split["network (the rest)"] = total - sum(split.values())
+        out["steps"][solver] = {"seconds": total, "cg_iterations": info["cg_iters"],
+                                "accepted": info["accepted"], "split": split}
+    return out
+
+
+def gauss_newton_table(r: dict, adam_step: float) -> None:
+    g = r["gauss_newton"]
+    print(f"Gauss-Newton: one CG iteration (J.d and J^T.u on all local points + all-reduce) "
+          f"{g['cg_iteration_s']:.4f} s = {g['cg_iteration_s'] / adam_step:.2f}x the Adam jet "
+          f"step (target <= 3x)")
+    for solver, st in g["steps"].items():
+        split = ", ".join(f"{k} {v:.3f} s" for k, v in st["split"].items())
+        print(f"  hybrid Gauss-Newton step ({solver}, 2 x 32 tanh, 16 features, float64): "
+              f"{st['seconds']:.3f} s, "
+              f"{st['cg_iterations']} CG iterations, accepted {st['accepted']}: {split}")
 
 
 def table(network: str, r: dict) -> None:
@@ -135,6 +210,7 @@ def table(network: str, r: dict) -> None:
           f"(>= 2.5x); vs roofline {fast / roof:.2f}x (<= 1.5x); hybrid / PINN "
           f"{s['hybrid, lazy refresh'] / s[JET]:.3f} lazy, "
           f"{s['hybrid, every-step refresh'] / s[JET]:.3f} every step (<= 1.10)")
+    gauss_newton_table(r, s[JET])
 
 
 def main() -> None:

@@ -41,4 +41,5 @@ def test_reproduce_unknown_table_is_one_line():
     out = _reproduce("table-9")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(
-        "unknown table 'table-9' (allowed: 1d-eps0_01, 1d-eps1_15, 2d, beyond-1d, beyond-2d)")
+        "unknown table 'table-9' (allowed: 1d-eps0_01, 1d-eps1_15, 2d, beyond-1d, beyond-2d, "
+        "tta-1d-eps1_15)")

@@ -75,6 +75,7 @@ class Trainer:
             float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
         self.k11_best: float | None = None
         self._elapsed_before, self._t0 = 0.0, time.perf_counter()
+        self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
         self.s.objective.refresh_policy = self._refresh_due
 
     # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
@@ -145,7 +146,8 @@ class Trainer:
             terms = seen["terms"]
             grad_norm = float(torch.linalg.vector_norm(flat_grad(self.params)))
             lr = self.cfg.optimizer.lbfgs_lr
-        values = parallel.allreduce_sum(np.array([float(t) for t in terms.values()]))
+        values = parallel.allreduce_sum(np.array([float(t.detach()) if isinstance(t, torch.Tensor)
+                                                  else t for t in terms.values()]))
         row = {"step": step, "optimizer": self.optimizer_kind, "lr": lr, "grad_norm": grad_norm,
                **extra, **{name: float(v) for name, v in zip(terms, values)},
                **{f"w_{n}": w for n, w in self.balancer.weights.items()}}
@@ -190,6 +192,7 @@ class Trainer:
         coupling = self.s.objective.coupling
         replicated = {
             "step": self.current_step, "elapsed": self._elapsed(),
+            "validation_time": self._validation_time,
             "network": dict(self.s.net.state_dict()), "optimizer_kind": self.optimizer_kind,
             "adam": self.adam.state_dict(), "scheduler": self.scheduler.state_dict(),
             "lbfgs": self.lbfgs.state_dict(), "balancer": self.balancer.state_dict(),
@@ -227,6 +230,7 @@ class Trainer:
             self.gauss_newton.load_state_dict(replicated["gauss_newton"])
         self.current_step = replicated["step"]
         self._elapsed_before = replicated["elapsed"]
+        self._validation_time = replicated.get("validation_time", 0.0)
         torch.set_rng_state(per_rank["rng"]["torch"])
         if per_rank["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(per_rank["rng"]["cuda"])
@@ -273,8 +277,11 @@ class Trainer:
                 self.best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
                 self.k11_best = row.get("k11")
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+                t0 = time.perf_counter()
                 row["rel_l2"], row["rel_h1"] = self.errors()
+                self._validation_time += time.perf_counter() - t0
             row["wall_time"] = self._elapsed()
+            row["train_time"] = row["wall_time"] - self._validation_time
             history.append(row)
             if log is not None:
                 log(row)
