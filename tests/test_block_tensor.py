@@ -7,6 +7,7 @@ import pytest
 import torch
 from mpi4py import MPI
 
+from conftest import bounds_inactive
 from parallel_ms import config, parallel
 from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.mesh import unit_mesh
@@ -35,17 +36,6 @@ def _measure(s):
     return s.objective.coupling.k_global(g)
 
 
-def _bounds_inactive(s):
-    """Shrink the network output (K~^j -> the block's Voigt mean) and widen the bounds so that
-    no eigenvalue is clipped: a point where the projection is the identity."""
-    with torch.no_grad():
-        s.net.output.weight.mul_(0.1)
-        s.net.output.bias.mul_(0.1)
-    up = s.objective.coupling.upscaling
-    up.reuss, up.voigt = 0.5 * up.reuss, 2.0 * up.voigt
-    return s
-
-
 @pytest.mark.mpi
 def test_two_outputs_and_residual_per_temperature_drop():
     s = _setup()
@@ -66,7 +56,7 @@ def test_two_outputs_and_residual_per_temperature_drop():
 def test_block_tensor_taylor_test_bound_inactive():
     """Reduced objective with the coarse states re-solved at every theta; rate 2 needs the
     adjoint part including dF/dK~ (next test drops it)."""
-    s = _bounds_inactive(_setup())
+    s = bounds_inactive(_setup())
     result = taylor_test(list(s.net.parameters()), _objective(s))
     assert s.objective.coupling.state.bound_active == 0
     assert result.min_rate > 1.9 and result.fd_rel_diff < 1e-5, result.rates
@@ -86,7 +76,7 @@ def test_block_tensor_taylor_test_with_partly_active_bound():
 
 @pytest.mark.mpi
 def test_dropping_the_block_adjoint_part_breaks_the_gradient(monkeypatch):
-    s = _bounds_inactive(_setup())
+    s = bounds_inactive(_setup())
     monkeypatch.setattr(BlockCoarseProblem, "sensitivity",
                         lambda self, ps, ys: np.zeros((self.partition.n, 2, 2)))
     result = taylor_test(list(s.net.parameters()), _objective(s))
@@ -162,11 +152,11 @@ def test_matrix_bound_holds_k_tilde_when_driven_against_it():
 
 @pytest.mark.mpi
 def test_n_rank_block_gradient_equals_one_rank():
-    s = _bounds_inactive(_setup())
+    s = bounds_inactive(_setup())
     sum(s.objective.terms(s.forward).values()).backward()
     grad_n = parallel.allreduce_sum(flat_grad(list(s.net.parameters())))
     ctx1 = dataclasses.replace(parallel.init("cpu"), comm=MPI.COMM_SELF, rank=0, size=1)
-    s1 = _bounds_inactive(_setup(ctx=ctx1))
+    s1 = bounds_inactive(_setup(ctx=ctx1))
     sum(s1.objective.terms(s1.forward).values()).backward()
     grad_1 = flat_grad(list(s1.net.parameters()))
     assert s.objective.coupling.state.bound_active == 0

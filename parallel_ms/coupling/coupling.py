@@ -113,20 +113,21 @@ class Coupling:
         return {**self.upscaling.log_values(st.k, st.k_raw, st.bound_active),
                 "R": st.coupling, "tau2": self.tau2}
 
-    def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> list[np.ndarray]:
-        """e_i = Q v_i - y_i at the owned coarse dofs, one per output; also records R."""
+    def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> tuple[list[np.ndarray], float]:
+        """e_i = Q v_i - y_i at the owned coarse dofs, one per output, and this rank's share of
+        R; records the global R."""
         vs, vn = _columns(v), _columns(v_nodes)
         e = [self.compression.apply(vs[:, i], vn[:, i]) - y for i, y in enumerate(self.ys)]
-        self.state.coupling = parallel.allreduce_sum(
-            float(sum((self.w * ei * ei).sum() for ei in e)), self.comm)
-        return e
+        r_local = float(sum((self.w * ei * ei).sum() for ei in e))
+        self.state.coupling = parallel.allreduce_sum(r_local, self.comm)
+        return e, r_local
 
     def term(self, v: torch.Tensor, grad_v: torch.Tensor, v_nodes: torch.Tensor
              ) -> torch.Tensor:
         """Local surrogate of tau_2 R with the reduced gradient (see the module docstring)."""
         vs, vn = v.reshape(len(v), -1), v_nodes.reshape(len(v_nodes), -1)
         as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
-        e = self._errors(v, v_nodes)
+        e, r_local = self._errors(v, v_nodes)
         rhs = [2 * self.tau2 * self.w * ei for ei in e]                   # -dJ/dy_i
         s = v.new_zeros(())
         for i, b in enumerate(rhs):
@@ -136,7 +137,7 @@ class Coupling:
             ps = [self.coarse.adjoint(self.state.k, b) for b in rhs]
             g = self.coarse.sensitivity(ps, self.ys)
             s = s + (self.upscaling.cotangent(g) * grad_v).sum()
-        value = self.tau2 * float(sum((self.w * ei * ei).sum() for ei in e))
+        value = self.tau2 * r_local
         return s + (value - s.detach())
 
     # ---- the coupling term as residual rows (Gauss-Newton, docs/second-order.md §2) -------
@@ -146,7 +147,7 @@ class Coupling:
     def rows(self, v: torch.Tensor, v_nodes: torch.Tensor) -> np.ndarray:
         """sqrt(tau_2 w) (Q v_i - y_i) at the owned dofs, outputs concatenated: tau_2 R is the
         sum over ranks of their squares. Call after :meth:`refresh` at the current K~."""
-        return np.concatenate([self._row_scale() * e for e in self._errors(v, v_nodes)])
+        return np.concatenate([self._row_scale() * e for e in self._errors(v, v_nodes)[0]])
 
     def rows_tangent(self, dv: torch.Tensor, d_grad_v: torch.Tensor, dv_nodes: torch.Tensor
                      ) -> np.ndarray:
