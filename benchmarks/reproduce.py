@@ -149,7 +149,9 @@ class Run:
         if not summary.is_file() or not saved.is_file():
             return None
         wanted = config.to_toml(config.load(JOBS / TABLES[self.table].config, self.overrides))
-        return json.loads(summary.read_text()) if saved.read_text() == wanted else None
+        done = json.loads(summary.read_text())
+        return done if saved.read_text() == wanted and done.get("status") == "completed" \
+            else None
 
 
 def plan(tables: list[str], scale: str, seeds: list[int], root: Path,

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import os
 import sys
+import typing
 from pathlib import Path
 
 from parallel_ms import __version__
@@ -15,8 +16,16 @@ COMMANDS = ("info", "cases", "config", "reference", "run", "gradcheck", "report"
 DEFAULT_RUN = Path(__file__).parent / "configs" / "default.toml"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``prog: error: message``, status 2.
+    Subcommand parsers are of this class too (argparse makes them with the parent's class)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="parallel_ms",
         description="Hybrid physics-informed neural network / finite-element solver for "
                     "two-scale elliptic problems, parallel over MPI ranks "

@@ -3,6 +3,8 @@ validation with one-line errors naming the key, the value and what is allowed.""
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 import types
 import typing
@@ -122,6 +124,9 @@ class ParallelConfig:
     device: str = "auto"            #: auto | cpu | cuda
     threads: int = 0                #: torch threads per rank (0: the node's cores divided
                                     #: by the ranks on the node)
+    memory_per_rank: float = 0.0    #: GiB a rank may use (0: the node's available memory,
+                                    #: cgroup or SLURM limit, shared by its ranks); the run
+                                    #: refuses to start when its estimate exceeds it
 
 
 @dataclass
@@ -172,18 +177,75 @@ POSITIVE = ("network.width", "network.depth", "network.features", "sampling.inte
             "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
             "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
             "optimizer.gn_damping", "optimizer.cg_max_iter", "optimizer.cg_tol",
-            "balancing.every", "train.eval_every", "train.log_every",
+            "balancing.every", "train.steps", "train.eval_every", "train.log_every",
             "reference.degree", "problem.eps", "coarse.cells", "reference.resolution",
             "coupling.delta", "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "optimizer.gn_warmup",
-                "optimizer.line_search", "loss.tau1", "train.steps", "optimizer.switch_tol",
+                "optimizer.line_search", "loss.tau1", "optimizer.switch_tol", "network.seed", "sampling.seed",
                 "coupling.tau2", "coupling.refresh_tol", "output.checkpoint_every",
-                "parallel.threads")
+                "parallel.threads", "parallel.memory_per_rank")
+
+#: upper limits (callables: a limit may depend on the machine)
+UPPER: dict[str, Any] = {
+    "optimizer.line_search": lambda: 60,        # 2^-60: a step below round-off
+    "optimizer.lbfgs_max_iter": lambda: 10_000,
+    "optimizer.cg_max_iter": lambda: 1_000_000,
+    "sampling.adaptive_beta": lambda: 10.0,     # |r|^beta must stay finite
+    "parallel.threads": lambda: os.cpu_count() or 1,
+}
 
 
 def _error(key: str, value: object, allowed: str) -> UserError:
     return UserError(f"{key} = {value!r} (allowed: {allowed})", collective=True)
+
+
+INT_LIMIT = 2 ** 63          #: integers must fit a signed 64-bit integer (seeds, counts)
+
+
+def _to_int(text: Any) -> int:
+    """An integer from an int, an integral float (TOML ``1e6``) or text such as ``25000`` or
+    ``1e10``; not from booleans or fractional values."""
+    if isinstance(text, bool):
+        raise ValueError
+    value = text if isinstance(text, int) else float(text)
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValueError
+        value = int(value)
+    if not -INT_LIMIT < value < INT_LIMIT:
+        raise ValueError
+    return value
+
+
+def _to_float(text: Any) -> float:
+    if isinstance(text, bool):
+        raise ValueError
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _to_str(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError
+    return text
+
+
+_SCALARS: dict[type, tuple[Any, str]] = {
+    int: (_to_int, "an integer, |n| < 2^63"), float: (_to_float, "a finite number"),
+    str: (_to_str, "a non-empty string")}
+
+
+def _to_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("true", "1", "yes", "on"):
+        return True
+    if str(text).lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError
 
 
 def _convert(key: str, text: Any, hint: Any) -> Any:
@@ -196,32 +258,17 @@ def _convert(key: str, text: Any, hint: Any) -> Any:
     origin = typing.get_origin(base)
     try:
         if base is bool:
-            if isinstance(text, bool):
-                return text
-            if str(text).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(text).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
+            return _to_bool(text)
         if origin is list:
             items = text if isinstance(text, list) else [t for t in str(text).strip("[]").split(",") if t.strip()]
+            return [_SCALARS[typing.get_args(base)[0]][0](t) for t in items]
+        return _SCALARS[base][0](text)
+    except (TypeError, ValueError, OverflowError):
+        if origin is list:
             item = typing.get_args(base)[0]
-            if item is int and any(isinstance(t, float) for t in items):
-                raise ValueError
-            return [item(t) for t in items]
-        if base is int:
-            if isinstance(text, float) or isinstance(text, bool):
-                raise ValueError
-            return int(text)
-        if base is float:
-            if isinstance(text, bool):
-                raise ValueError
-            return float(text)
-        return str(text)
-    except (TypeError, ValueError):
-        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        what = (f"a list of {'integers' if typing.get_args(base)[0] is int else 'numbers'}"
-                if origin is list else names.get(base, str(base)))
+            what = f"a list of {'integers' if item is int else 'finite numbers'}"
+        else:
+            what = "true or false" if base is bool else _SCALARS[base][1]
         raise _error(key, text, what + (" or none" if optional else "")) from None
 
 
@@ -253,6 +300,9 @@ def load(path: Path | None = None, overrides: list[str] = ()) -> Config:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise UserError(f"config file '{path}' does not exist", collective=True) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"config file '{path}' cannot be read "
+                            f"({getattr(err, 'strerror', None) or err})", collective=True) from None
         except tomllib.TOMLDecodeError as err:
             raise UserError(f"config file '{path}' is not valid TOML: {err}",
                             collective=True) from None
@@ -289,6 +339,9 @@ def validate(cfg: Config) -> None:
     for key in NON_NEGATIVE:
         if get(key) < 0:
             raise _error(key, get(key), ">= 0")
+    for key, most in UPPER.items():
+        if get(key) > most():
+            raise _error(key, get(key), f"<= {most()}")
     if not 0 <= cfg.balancing.alpha < 1:
         raise _error("balancing.alpha", cfg.balancing.alpha, "0 <= alpha < 1")
     if cfg.network.sigmas is not None and (not cfg.network.sigmas
@@ -311,8 +364,11 @@ def validate(cfg: Config) -> None:
     if cfg.reference.degree not in (1, 2):
         raise _error("reference.degree", cfg.reference.degree, "1, 2")
     from parallel_ms.problems import get_case
-    problem = get_case(cfg.problem.case,
-                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    try:
+        problem = get_case(cfg.problem.case,
+                           **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    except UserError as err:
+        raise UserError(f"problem.case = {cfg.problem.case!r}: {err}", collective=True) from None
     if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":
         raise _error("coupling.upscaling", cfg.coupling.upscaling,
                      f"'isotropic' for the {problem.dim}D case '{problem.name}'")

@@ -13,3 +13,10 @@ class UserError(Exception):
     def __init__(self, message: str, *, collective: bool = False) -> None:
         super().__init__(message)
         self.collective = collective
+
+
+class Diverged(UserError):
+    """The training diverged (a non-finite loss term or parameter); the same on every rank."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, collective=True)

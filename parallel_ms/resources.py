@@ -1,9 +1,45 @@
-"""How much memory this node gives the job: the smallest of the available physical memory,
-the cgroup limit and SLURM's memory limit (where set)."""
+"""The resource guard: before a run or a reference solve allocates anything large, estimate
+its memory per rank from the settings and compare it with what a rank of this node may use
+(the smallest of the available physical memory, the cgroup limit and SLURM's memory limit,
+shared between the ranks on the node; ``parallel.memory_per_rank`` overrides it on purpose).
+Above it, one line names the estimate, the limit and the setting to change.
+
+The estimates are linear models of measured peak memory (``benchmarks/memory_model.py``
+measures them again): a process base, the fine reference per dof, the coarse mesh per vertex,
+the training per collocation point (jet activations of the network), the compression
+operator per nonzero, and the parameter-sized optimizer state (Adam, L-BFGS history, the
+Gauss-Newton normal equations)."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mpi4py import MPI
+
+from parallel_ms.errors import UserError
+
+if TYPE_CHECKING:
+    from parallel_ms.config import Config
+    from parallel_ms.problems.problem import Problem
+
+GIB = 2 ** 30
+#: peak memory of a parallel_ms process before any problem is set up (torch, PETSc,
+#: Firedrake loaded): measured 0.43-0.47 GiB
+BASE = 0.5 * GIB
+#: bytes per dof of a reference solve (mesh, P_k space, matrix, CG/GAMG), by (dim, degree):
+#: slopes of peak memory between two resolutions (benchmarks/memory_model.py)
+REFERENCE_PER_DOF = {(1, 1): 800, (1, 2): 600, (2, 1): 1500, (2, 2): 1100}
+#: bytes per coarse-mesh vertex (mesh, P1 space, matrix, factorisation)
+COARSE_PER_VERTEX = 1500
+#: bytes per nonzero of the compression operator Q (AIJ entries, its construction lists,
+#: the product P C)
+COMPRESSION_PER_NONZERO = 64
+#: saved values per hidden unit and jet channel (pre-activation, tanh, its derivatives):
+#: measured 2.4 (2D hybrid, Ms-FF 33,281 parameters, 5,000 and 40,000 points: 29 KiB per point)
+ACTIVATIONS_PER_UNIT = 3
 
 
 def _meminfo_available() -> int:
@@ -34,3 +70,114 @@ def available_memory() -> int:
     """Bytes the ranks on this node may still allocate together."""
     limits = [_meminfo_available(), _cgroup_limit(), _slurm_limit()]
     return min(x for x in limits if x is not None)
+
+
+@dataclass
+class Estimate:
+    """Peak memory per rank of one part of a run, and the setting that sizes it."""
+    what: str
+    nbytes: float
+    setting: str
+
+
+def size_text(nbytes: float) -> str:
+    if nbytes >= 2 ** 40:
+        return f"{nbytes / 2 ** 40:.3g} TiB"
+    return f"{nbytes / GIB:.1f} GiB" if nbytes >= GIB else f"{nbytes / 2 ** 20:.1f} MiB"
+
+
+def rank_share(comm: MPI.Comm, per_rank_gib: float = 0.0) -> float:
+    """Bytes one rank may use: ``per_rank_gib`` when set, else the node's available memory
+    divided by the ranks on this node (the smallest over the nodes)."""
+    if per_rank_gib:
+        return per_rank_gib * GIB
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    share = available_memory() / local.Get_size()
+    local.Free()
+    return comm.allreduce(share, op=MPI.MIN)
+
+
+def check(estimates: list[Estimate], comm: MPI.Comm, per_rank_gib: float,
+          limit_setting: str) -> None:
+    """One collective line when the estimates add up to more than a rank's share."""
+    total = BASE + sum(e.nbytes for e in estimates)
+    share = rank_share(comm, per_rank_gib)
+    if total > share:
+        big = max(estimates, key=lambda e: e.nbytes)
+        raise UserError(
+            f"estimated memory ~{size_text(total)} per rank on {comm.size} rank(s) exceeds "
+            f"the ~{size_text(share)} a rank may use; the largest part is {big.what} "
+            f"(~{size_text(big.nbytes)}, set by {big.setting}): reduce it or use more ranks "
+            f"or nodes ({limit_setting} raises the limit on purpose)", collective=True)
+
+
+def reference_estimate(problem: "Problem", degree: int, resolution: int | None, ranks: int,
+                       setting: str) -> Estimate:
+    from parallel_ms.reference.solver import cells_for
+    n = min(float(resolution or cells_for(problem)), 1e100)
+    dofs = (degree * n + 1) ** problem.dim
+    return Estimate(f"the fine reference (P{degree}, {n:.3g} cells per direction, "
+                    f"{dofs:.3g} dofs)", dofs * REFERENCE_PER_DOF[problem.dim, degree] / ranks,
+                    setting)
+
+
+def parameter_count(cfg: "Config", dim: int, outputs: int) -> int:
+    """Parameters of the network that :func:`parallel_ms.fine.networks.build_network` makes."""
+    n = cfg.network
+    hidden = (n.depth - 1) * (n.width ** 2 + n.width)
+    if n.kind == "mlp":
+        return dim * n.width + n.width + hidden + (n.width + 1) * outputs
+    branches = len(n.sigmas) if n.sigmas else 2
+    return 2 * n.features * n.width + n.width + hidden + (n.width * branches + 1) * outputs
+
+
+def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimate]:
+    """The parts of a training run, per rank (points and meshes are sharded over the ranks;
+    the network and the optimizer state are replicated)."""
+    from parallel_ms.training.setup import DEFAULT_COARSE_CELLS
+    dim, itemsize = problem.dim, 8 if cfg.network.dtype == "float64" else 4
+    hybrid = cfg.train.method == "hybrid"
+    outputs = 2 if hybrid and cfg.coupling.upscaling == "block-tensor" else 1
+    cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
+    points = (cfg.sampling.interior + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
+    n = cfg.network
+    branches = 1 if n.kind == "mlp" else (len(n.sigmas) if n.sigmas else 2)
+    units = branches * (n.depth * n.width + (0 if n.kind == "mlp" else 2 * n.features))
+    channels = (2 + dim) * outputs          # value, gradient, Laplacian per output
+    per_point = itemsize * channels * units * ACTIVATIONS_PER_UNIT
+    out = [reference_estimate(problem, cfg.reference.degree, cfg.reference.resolution, ranks,
+                              "reference.resolution (or problem.eps)"),
+           Estimate(f"the coarse mesh ({cells:.3g} cells per direction)",
+                    float(cells + 1) ** dim * COARSE_PER_VERTEX / ranks, "coarse.cells"),
+           Estimate(f"the collocation points ({points:.3g} per rank)", points * per_point,
+                    "sampling.interior / sampling.boundary")]
+    if hybrid:
+        delta = cfg.coupling.delta or problem.eps
+        ball = (delta * cells + 1) if dim == 1 else math.pi * (delta * cells / 2) ** 2 + 1
+        ball = min(ball, (cells + 1) ** dim)       # nodes within delta/2 of a point
+        out.append(Estimate("the compression operator Q_delta",
+                            cfg.sampling.interior / ranks * ball * COMPRESSION_PER_NONZERO,
+                            "coupling.delta / coarse.cells / sampling.interior"))
+    p = float(parameter_count(cfg, dim, outputs))
+    kind = cfg.optimizer.kind
+    vectors = 4 + (2 * cfg.optimizer.lbfgs_history if "lbfgs" in kind else 0)
+    out.append(Estimate(f"the network and optimizer state ({p:.3g} parameters)",
+                        p * itemsize * vectors, "network.width / network.depth / "
+                        "network.features" + (" / optimizer.lbfgs_history"
+                                              if "lbfgs" in kind else "")))
+    if kind.endswith("gauss-newton") and cfg.optimizer.gn_solver == "cholesky":
+        rows = cfg.sampling.interior / ranks * outputs + points + (cells + 1) ** dim
+        out.append(Estimate(f"the Gauss-Newton normal equations ({p:.3g} x {p:.3g}, and the "
+                            f"local Jacobian)", itemsize * (rows * p + 3 * p * p),
+                            "optimizer.gn_solver (cg needs no P x P matrix) or the network "
+                            "size"))
+    return out
+
+
+def check_run(cfg: "Config", comm: MPI.Comm) -> None:
+    """The guard of ``run``: refuse (one line, every rank) before anything large exists."""
+    from parallel_ms.problems import get_case
+    problem = get_case(cfg.problem.case,
+                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    check(run_estimates(cfg, problem, comm.size), comm, cfg.parallel.memory_per_rank,
+          "parallel.memory_per_rank")

@@ -12,7 +12,8 @@
 #      (--wheelhouse DIR or PARALLEL_MS_WHEELHOUSE=DIR), otherwise built from PyPI sources against
 #      the system libraries of phase 1; the wheels built are kept in build/wheels/ (see
 #      scripts/export-wheelhouse.sh).
-#   4. torch 2.13.0 (TORCH_INDEX_URL=URL installs it from a CUDA wheel index instead).
+#   4. torch 2.13.0 (TORCH_INDEX_URL=URL installs it from that wheel index instead, e.g. a CUDA
+#      or CPU-only index; a torch wheel in the wheelhouse is taken first).
 #   5. parallel_ms itself (editable) with its test tools.
 # A stamp in .venv records what was installed; a rerun with the same inputs only checks imports.
 set -euo pipefail
@@ -183,11 +184,10 @@ printf '%s\n' "${STACK[@]}" > "$STACK_STAMP"
 
 # ---------------------------------------------------------------- 4. torch
 phase_start "torch ($TORCH_SPEC)"
-if [ -n "$TORCH_INDEX_URL" ]; then
-  "${PIP[@]}" --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
-else
-  "${PIP[@]}" "$TORCH_SPEC"
-fi
+TORCH_FROM=()
+[ -n "$WHEELHOUSE" ] && TORCH_FROM+=(--find-links "$WHEELHOUSE")
+[ -n "$TORCH_INDEX_URL" ] && TORCH_FROM+=(--index-url "$TORCH_INDEX_URL")
+"${PIP[@]}" "${TORCH_FROM[@]}" "$TORCH_SPEC"
 phase_end
 
 # ---------------------------------------------------------------- 5. parallel_ms

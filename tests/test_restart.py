@@ -135,7 +135,8 @@ def test_preemption_checkpoints_and_exits_0_then_resumes_bitwise(mpiexec, tmp_pa
     assert stdout.count(f"{signame} received: stopped after step") == 1, stdout
     _, stopped = _network(tmp_path / "pre" / "checkpoint.h5")
     assert 3 <= stopped < 400
-    assert not (tmp_path / "pre" / "summary.json").exists()
+    summary = json.loads((tmp_path / "pre" / "summary.json").read_text())
+    assert summary["status"] == "preempted" and summary["checkpoint_step"] == stopped
     total = stopped + 3
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "pre"),
                       "--set", f"train.steps={total}"], timeout=300)

@@ -68,7 +68,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm, tmp_path):
         time.sleep(0.5)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
     summary = tmp_path / "pre" / "summary.json"
-    while not summary.exists():
+    while not (summary.exists() and json.loads(summary.read_text())["status"] == "completed"):
         assert time.time() - t0 < 900, _job_output(tmp_path, "pre")
         time.sleep(1)
     log = _job_output(tmp_path, "pre")

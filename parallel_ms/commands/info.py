@@ -55,7 +55,8 @@ def _version(dist_name: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="check and describe the parallel environment "
                                     "(MPI, PETSc, Firedrake, torch.distributed, devices)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto (default), cpu or cuda")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+import typing
 from pathlib import Path
+from typing import Any
 
 from parallel_ms import config
 
@@ -15,8 +18,32 @@ SHORTCUTS = {"case": ("problem.case",), "eps": ("problem.eps",), "method": ("tra
              "device": ("parallel.device",)}
 
 
+def _typed(convert: type, check: "typing.Callable[[Any], bool]", allowed: str
+           ) -> "typing.Callable[[str], Any]":
+    """An argparse type: ``convert(text)``, refused (one line: the value and what is allowed)
+    unless ``check`` holds."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"'{text}' (allowed: {allowed})")
+        return value
+    parse.__name__ = allowed
+    return parse
+
+
+#: argparse types of the commands' own options (the run settings are checked by config)
+positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+non_negative_float = _typed(float, lambda v: math.isfinite(v) and v >= 0,
+                            "a finite number >= 0")
+positive_int = _typed(int, lambda v: 0 < v < 2 ** 63, "an integer >= 1")
+path = _typed(Path, lambda v: str(v) not in ("", "."), "a non-empty path")
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="TOML file (sections as in "
+    p.add_argument("--config", type=path, default=None, help="TOML file (sections as in "
                    "'python -m parallel_ms config')")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set optimizer.lr=1e-3 (repeatable)")

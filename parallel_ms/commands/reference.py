@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from mpi4py import MPI
 
-from parallel_ms import parallel
+from parallel_ms import parallel, resources
+from parallel_ms.commands.options import (non_negative_float, path, positive_float,
+                                          positive_int)
 from parallel_ms.errors import UserError
+
+if TYPE_CHECKING:
+    from parallel_ms.problems.problem import Problem
 
 DEFAULT_CACHE = Path.home() / ".cache" / "parallel_ms" / "references"
 
@@ -30,9 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "K~_11 (4.10) and the solve time, optionally write an HDF5 file. PETSc "
                     "options under the prefix -reference_ override the solver preset.")
     p.add_argument("--case", required=True, help="case name (see 'cases') or FILE.py:NAME")
-    p.add_argument("--eps", type=float, default=None, help="override the case's eps")
+    p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
     p.add_argument("--degree", type=int, default=1, choices=(1, 2), help="P1 (default) or P2")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=positive_int, default=None,
                    help="cells per direction (default: the resolution rule, see README)")
     p.add_argument("--solver", default=DEFAULT_SOLVER, choices=sorted(SOLVERS),
                    help=f"PETSc solver preset (default {DEFAULT_SOLVER})")
@@ -42,23 +49,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="2D: K~ per block of an N1xN2 partition (Algorithm 4.1; implies --tensor)")
     p.add_argument("--homogenized", action="store_true",
                    help="periodic cases: also solve the cell problems and print K*")
-    p.add_argument("--out", type=Path, default=None, help="write an HDF5 file (layout: README)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+    p.add_argument("--out", type=path, default=None, help="write an HDF5 file (layout: README)")
+    p.add_argument("--cache-dir", type=path, default=DEFAULT_CACHE,
                    help=f"reference cache (default {DEFAULT_CACHE})")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--memory-per-rank", type=non_negative_float, default=0.0, metavar="GIB",
+                   help="memory a rank may use (default 0: the node's available memory, "
+                        "cgroup or SLURM limit, shared by its ranks); the solve refuses to "
+                        "start when its estimate exceeds it")
+
+
+def preflight(args: argparse.Namespace) -> "Problem":
+    """Everything checked before the solve allocates: the case, the options that depend on
+    it, and the memory estimate (one collective line each)."""
+    from parallel_ms.problems import get_case
+    from parallel_ms.reference.solver import cells_for
+    problem = get_case(args.case, **({} if args.eps is None else {"eps": args.eps}))
+    if (args.tensor or args.blocks is not None) and problem.dim != 2:
+        raise UserError(f"--tensor/--blocks need a 2D case; '{args.case}' is {problem.dim}D",
+                        collective=True)
+    n = args.resolution or cells_for(problem)
+    if args.blocks is not None and max(args.blocks) > n:
+        raise UserError(f"--blocks {args.blocks[0]}x{args.blocks[1]} (allowed: at most {n} "
+                        f"blocks per direction, the reference's cells per direction)",
+                        collective=True)
+    resources.check([resources.reference_estimate(problem, args.degree, args.resolution,
+                                                  MPI.COMM_WORLD.size, "--resolution or --eps")],
+                    MPI.COMM_WORLD, args.memory_per_rank, "--memory-per-rank GIB")
+    return problem
 
 
 def main(args: argparse.Namespace) -> int:
-    from parallel_ms.problems import get_case
     from parallel_ms.reference.cache import load_or_solve
     from parallel_ms.reference.export import write_vertex_file
     from parallel_ms.reference.solver import block_tensors, upscaled_tensor
 
-    problem = get_case(args.case, **({} if args.eps is None else {"eps": args.eps}))
+    problem = preflight(args)
     tensor = args.tensor or args.blocks is not None
-    if tensor and problem.dim != 2:
-        raise UserError(f"--tensor/--blocks need a 2D case; '{args.case}' is {problem.dim}D",
-                        collective=True)
     ref, cached = load_or_solve(problem, args.degree, args.resolution, args.solver, tensor,
                                 None if args.no_cache else args.cache_dir)
     say = parallel.print0

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from parallel_ms import config, parallel
-from parallel_ms.commands.options import add_config_options, resolve
-from parallel_ms.errors import UserError
+from parallel_ms.commands.options import add_config_options, path, resolve
+from parallel_ms.errors import Diverged, UserError
 from parallel_ms.io.rundir import RunDirectory
 
 CHECKPOINT = "checkpoint.h5"
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "the smallest residual loss. SIGTERM/SIGUSR1 checkpoint "
                                    "after the current step and exit 0.")
     add_config_options(p)
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    p.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint (its config.toml, "
                         "then --set overrides, e.g. --set train.steps=20000 to extend it)")
 
@@ -45,12 +45,29 @@ def _resume_config(args: argparse.Namespace) -> config.Config:
 def main(args: argparse.Namespace) -> int:
     cfg = _resume_config(args) if args.resume is not None else resolve(args)
     ctx = parallel.init(cfg.parallel.device)
+    from parallel_ms.resources import check_run
+    check_run(cfg, ctx.comm)      # before anything large is allocated (and before the run dir)
+    run_dir = RunDirectory(Path(cfg.output.root), cfg.output.name, cfg, ctx.is_root, ctx.comm)
+    try:
+        return _train(args, cfg, ctx, run_dir)
+    except Diverged as err:
+        run_dir.update("diverged", reason=str(err))
+        raise
+    except BaseException as err:
+        if not isinstance(err, SystemExit):
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            run_dir.update("failed", reason=f"{type(err).__name__}: {reason}"
+                           if not isinstance(err, UserError) else reason)
+        raise
+
+
+def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelContext,
+           run_dir: RunDirectory) -> int:
     from parallel_ms.io import checkpoint
     from parallel_ms.io.progress import Progress
     from parallel_ms.training.loop import Trainer
     from parallel_ms.training.preemption import Preemption
     trainer = Trainer(cfg, ctx)
-    run_dir = RunDirectory(Path(cfg.output.root), cfg.output.name, cfg, ctx.is_root, ctx.comm)
     ckpt = run_dir.path / CHECKPOINT
     if args.resume is not None:
         replicated, mine, attrs = checkpoint.read(ckpt, ctx.comm)
@@ -69,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
         checkpoint.write(ckpt, replicated, mine, {"step": trainer.current_step,
                                                   "method": cfg.train.method,
                                                   "case": trainer.s.problem.name}, ctx.comm)
+        run_dir.update(checkpoint_step=trainer.current_step)
 
     progress = Progress(cfg.train.steps, cfg.train.log_every, cfg.output.progress, ctx.is_root)
 
@@ -82,18 +100,23 @@ def main(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         run_dir.close()
+    last = result.history[-1] if result.history else {}
+    run_dir.update(
+        method=cfg.train.method, case=trainer.s.problem.name, device=str(ctx.device),
+        steps=result.steps, wall_time_s=result.wall_time, best_step=result.best_step,
+        best_residual=result.best_residual, rel_l2=result.rel_l2, rel_h1=result.rel_h1,
+        k11_best=result.k11_best, k11_end=last.get("k11"))
     if result.preempted:
+        run_dir.update("preempted", reason=f"{preemption.name} received")
         parallel.print0(f"{preemption.name} received: stopped after step {result.steps}, "
                         f"checkpoint {ckpt}; continue with: python -m parallel_ms run --resume "
                         f"{run_dir.path}")
         return 0
-    last = result.history[-1] if result.history else {}
-    run_dir.summary({
-        "method": cfg.train.method, "case": trainer.s.problem.name, "ranks": ctx.size,
-        "device": str(ctx.device), "steps": result.steps, "wall_time_s": result.wall_time,
-        "best_step": result.best_step, "best_residual": result.best_residual,
-        "rel_l2": result.rel_l2, "rel_h1": result.rel_h1,
-        "k11_best": result.k11_best, "k11_end": last.get("k11")})
+    if not result.history:
+        run_dir.update("completed")
+        parallel.print0(f"nothing to do: the run is at step {result.steps} and train.steps = "
+                        f"{cfg.train.steps} (extend it with --set train.steps=N)")
+        return 0
     parallel.print0(f"done: {result.steps} steps in {result.wall_time:.1f} s; best iterate "
                     f"(smallest residual loss {result.best_residual:.4e}) at step "
                     f"{result.best_step}: rel. L2 error {result.rel_l2:.4e}, "
@@ -107,5 +130,6 @@ def main(args: argparse.Namespace) -> int:
         if ctx.is_root:
             make_plots(run_dir.path)
         outputs += ", history.png, fields.png, fields.h5, fields/*.pvd (ParaView)"
+    run_dir.update("completed")
     parallel.print0(f"results: {run_dir.path}/ ({outputs})")
     return 0

@@ -27,6 +27,7 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms.errors import UserError
+from parallel_ms.io.hdf5 import create_parallel
 
 FORMAT = "parallel_ms-checkpoint-1"
 Leaf = tuple[str, str, Any]  # (path, kind, numpy value or None for containers)
@@ -88,7 +89,7 @@ def write(path: Path, replicated: dict[str, Any], per_rank: dict[str, Any],
     _flatten(per_rank, f"/rank/{comm.rank}", mine)
     layouts = comm.allgather(_layout(mine))
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w", driver="mpio", comm=comm) as f:
+    with create_parallel(tmp, comm) as f:
         _create(f, _layout(rep))
         for layout in layouts:
             _create(f, layout)

@@ -22,7 +22,7 @@ import torch
 from firedrake.output import VTKFile
 
 from parallel_ms.coarse.mesh import vertex_coordinates
-from parallel_ms.io.hdf5 import write_rows
+from parallel_ms.io.hdf5 import create_parallel, write_rows
 
 
 def _network_values(net: torch.nn.Module, x: np.ndarray, dtype: torch.dtype,
@@ -70,7 +70,7 @@ def write_fields(trainer: Any, directory: Path) -> None:
         VTKFile(str(directory / "fields" / "coarse.pvd"), comm=comm).write(
             *_functions(V, coarse))
         groups["coarse"] = (vertex_coordinates(V.mesh()), coarse)
-    with h5py.File(directory / "fields.h5", "w", driver="mpio", comm=comm) as f:
+    with create_parallel(directory / "fields.h5", comm) as f:
         for group, (x, values) in groups.items():
             write_rows(f, f"{group}/coordinates", x, comm)
             for name, data in values.items():

@@ -2,16 +2,36 @@
 (``config.toml``), the metric history (``metrics.csv``, one row per step) and the summary
 (``summary.json``), next to the checkpoint, plots and fields written by the run command.
 Written by rank 0 only; metrics are flushed as they come, so an interrupted run keeps its
-history."""
+history.
+
+``summary.json`` says how the run ended: its ``status`` is ``running`` from the start (with
+the step of the last checkpoint), then ``completed``, ``failed`` (with the one-line
+``reason``), ``diverged`` or ``preempted``. Each update replaces the file atomically, so a
+run killed at any moment (SIGKILL, node failure) still reads as ``running`` with its last
+checkpoint step."""
 from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from parallel_ms import config
+
+
+#: the values of summary.json's ``status``
+STATUSES = ("running", "completed", "failed", "diverged", "preempted")
+SUMMARY = "summary.json"
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """A run directory's summary.json, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(path) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class RunDirectory:
@@ -23,9 +43,21 @@ class RunDirectory:
         self.is_root = is_root
         self._csv: TextIO | None = None
         self._writer: csv.DictWriter | None = None
+        self._summary: dict[str, Any] = {}
         if is_root:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "config.toml").write_text(config.to_toml(cfg))
+            previous = read_summary(self.path) or {}   # a resumed run keeps its start time
+            now = time.time()
+            self._summary = {
+                "status": "running", "reason": None,
+                "started": previous.get("started",
+                                        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))),
+                "start_time": previous.get("start_time", now),
+                "method": cfg.train.method, "case": cfg.problem.case,
+                "ranks": comm.size, "steps_planned": cfg.train.steps,
+                "checkpoint_step": previous.get("checkpoint_step")}
+            self._write_summary()
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one step to metrics.csv (columns fixed by the first row; later keys such as
@@ -56,9 +88,23 @@ class RunDirectory:
         self._writer = csv.DictWriter(self._csv, fieldnames=fields, extrasaction="ignore")
         self._writer.writeheader()
 
-    def summary(self, data: dict[str, Any]) -> None:
-        if self.is_root:
-            (self.path / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+    def update(self, status: str | None = None, **data: Any) -> None:
+        """Merge ``data`` into summary.json (and set its status), atomically. Rank 0 writes;
+        ``status='failed'`` is written by any rank that has the reason (a failure on one rank
+        alone aborts the job before rank 0 could hear of it)."""
+        if status is not None:
+            assert status in STATUSES, status
+        if not self.is_root and status != "failed":
+            return
+        if not self._summary:  # another rank's failure: start from what rank 0 wrote
+            self._summary = read_summary(self.path) or {}
+        self._summary.update(data, **({} if status is None else {"status": status}))
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        tmp = self.path / f".{SUMMARY}.{os.getpid()}"
+        tmp.write_text(json.dumps(self._summary, indent=2) + "\n")
+        os.replace(tmp, self.path / SUMMARY)
 
     def close(self) -> None:
         if self._csv is not None:

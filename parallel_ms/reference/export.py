@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from parallel_ms.coarse.mesh import vertex_coordinates
-from parallel_ms.io.hdf5 import write_rows
+from parallel_ms.io.hdf5 import create_parallel, write_rows
 from parallel_ms.reference.solver import Reference
 
 
@@ -38,7 +38,7 @@ def write_vertex_file(ref: Reference, path: Path, extra_attrs: dict[str, Any] | 
     if comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
     comm.barrier()
-    with h5py.File(path, "w", driver="mpio", comm=comm) as f:
+    with create_parallel(path, comm) as f:
         write_rows(f, "coordinates", coords, comm)
         for name, values in fields.items():
             write_rows(f, name, values, comm)

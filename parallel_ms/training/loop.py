@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from parallel_ms import parallel
 from parallel_ms.config import Config
 from parallel_ms.coupling.coupling import CouplingState
-from parallel_ms.errors import UserError
+from parallel_ms.errors import Diverged
 from parallel_ms.fine.sampling import Shard, interior_sample, resample_adaptive
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
@@ -270,9 +270,9 @@ class Trainer:
                                                  for p in self.params]).all()):
                 bad = ["the network parameters are not finite"]   # (replicas: same on all ranks)
             if bad:
-                raise UserError(f"{bad[0]} at step {step}: the run diverged (try a smaller "
-                                f"optimizer.lr or network.dtype=float64); the last checkpoint "
-                                f"is kept", collective=True)
+                raise Diverged(f"{bad[0]} at step {step}: the run diverged (try a smaller "
+                               f"optimizer.lr or network.dtype=float64); the last checkpoint "
+                               f"is kept")
             if row["residual"] < self.best[0]:
                 self.best = (row["residual"], step, copy.deepcopy(self.s.net.state_dict()))
                 self.k11_best = row.get("k11")
