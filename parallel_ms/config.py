@@ -24,8 +24,8 @@ class ProblemConfig:
 @dataclass
 class NetworkConfig:
     kind: str = "msff"              #: msff (multiscale Fourier features) | mlp
-    width: int = 128
-    depth: int = 2
+    width: int = 128                #: neurons per hidden layer
+    depth: int = 2                  #: hidden layers (per Fourier-feature branch for msff)
     features: int = 64              #: Fourier features m per map (Ms-FF)
     sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
     hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
@@ -39,10 +39,10 @@ class SamplingConfig:
     interior: int = 25000           #: M_Omega, global
     boundary: int = 2500            #: M_dOmega, global (2D; 1D uses the two end points)
     method: str = "uniform"         #: uniform | sobol
-    seed: int = 0
+    seed: int = 0                   #: seed of the collocation points (same on every rank)
     adaptive_every: int = 0         #: residual-based resampling every T steps (0: off)
     adaptive_beta: float = 1.0      #: density ~ |r|^beta / mean + c
-    adaptive_c: float = 1.0
+    adaptive_c: float = 1.0         #: ... the constant c of that density
     resample_every: int = 0         #: fresh uniform/Sobol interior points every T steps (0: off)
 
 
@@ -55,7 +55,7 @@ class LossConfig:
 @dataclass
 class BalancingConfig:
     enabled: bool = True            #: gradient-norm global weights (paper's ref. [63])
-    every: int = 100
+    every: int = 100                #: steps between updates of the weights
     alpha: float = 0.9              #: moving average of the weights
 
 
@@ -63,11 +63,11 @@ class BalancingConfig:
 class OptimizerConfig:
     kind: str = "adam"              #: adam | lbfgs | adam-lbfgs | gauss-newton
                                     #: | adam-gauss-newton (gn_warmup Adam steps first)
-    lr: float = 5e-4
+    lr: float = 5e-4                #: Adam learning rate
     decay: float = 0.75             #: lr x decay every decay_every steps (Adam)
-    decay_every: int = 1000
-    lbfgs_lr: float = 1.0
-    lbfgs_history: int = 50
+    decay_every: int = 1000         #: steps between learning-rate decays (Adam)
+    lbfgs_lr: float = 1.0           #: L-BFGS step length (with its strong Wolfe line search)
+    lbfgs_history: int = 50         #: L-BFGS curvature pairs kept
     lbfgs_max_iter: int = 20        #: inner iterations per L-BFGS step
     switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
     switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
@@ -107,16 +107,16 @@ class CouplingConfig:
 @dataclass
 class TrainConfig:
     method: str = "pinn"            #: pinn | hybrid (Algorithm 3.1)
-    steps: int = 1000
+    steps: int = 1000               #: training steps (a resumed run continues to this step)
     eval_every: int = 100           #: relative L2/H1 against the reference every N steps
-    log_every: int = 100
+    log_every: int = 100            #: steps between progress lines
 
 
 @dataclass
 class ReferenceConfig:
     degree: int = 2                 #: P2: its gradient error stays below the networks' H1 error
     resolution: int | None = None   #: cells per direction (default: the resolution rule)
-    cache_dir: str = "~/.cache/parallel_ms/references"
+    cache_dir: str = "~/.cache/parallel_ms/references"  #: where computed references are kept
 
 
 @dataclass

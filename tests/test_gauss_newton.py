@@ -144,17 +144,3 @@ def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, so
     assert float((dn - d1).norm() / d1.norm()) < 1e-10
     assert info_n["accepted"] == info_1["accepted"] and info_n["cg_iters"] == info_1["cg_iters"]
     assert info_n["loss"] == pytest.approx(info_1["loss"], rel=1e-8)
-
-
-@pytest.mark.mpi
-def test_explicit_solve_that_does_not_fit_in_memory_is_a_one_line_error(monkeypatch):
-    from parallel_ms.errors import UserError
-    from parallel_ms.training import gauss_newton
-    monkeypatch.setattr(gauss_newton, "available_memory", lambda: 2 ** 20)   # 1 MiB
-    cfg = config.load(None, SMALL + CASES["pinn-2d"] + ["optimizer.kind=gauss-newton"])
-    s = build(cfg, parallel.init("cpu"))
-    with pytest.raises(UserError, match=r"gn_solver = 'cholesky' needs ~.*iB per rank .* has "
-                                        r"~.*iB \(allowed: optimizer.gn_solver=cg"):
-        GaussNewton(Residuals(s.objective, s.forward), cfg.optimizer)
-    cfg.optimizer.gn_solver = "cg"
-    GaussNewton(Residuals(s.objective, s.forward), cfg.optimizer)      # matrix-free: no check

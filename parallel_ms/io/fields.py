@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import firedrake as fd
-import h5py
 import numpy as np
 import torch
 from firedrake.output import VTKFile

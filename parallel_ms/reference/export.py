@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import firedrake as fd
-import h5py
 import numpy as np
 
 from parallel_ms.coarse.mesh import vertex_coordinates

@@ -29,31 +29,11 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms import parallel
-from parallel_ms.errors import UserError
-from parallel_ms.resources import available_memory
 from parallel_ms.config import OptimizerConfig
 from parallel_ms.training.residuals import Linearization, Residuals, flatten, unflatten
 
 ARMIJO = 1e-4                         #: sufficient decrease constant of the line search
 DAMPING_RANGE = (1e-12, 1e12)         #: lambda is kept inside (too small: NaN; too large: stall)
-
-
-def _check_memory(n_params: int, rows: int, itemsize: int, comm: MPI.Comm) -> None:
-    """Refuse the explicit solve (one line) when its matrices do not fit this rank's share
-    of the node's memory: the local Jacobian (rows x P) and three P x P matrices."""
-    need = comm.allreduce(itemsize * (rows * n_params + 3 * n_params ** 2), op=MPI.MAX)
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    share = available_memory() // local.Get_size()
-    local.Free()
-    if need > share:
-        raise UserError(f"optimizer.gn_solver = 'cholesky' needs ~{_size(need)} per rank for "
-                        f"{n_params} parameters (J^T J is P x P) but a rank has ~{_size(share)} "
-                        f"(allowed: optimizer.gn_solver=cg, or a smaller network)",
-                        collective=True)
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2 ** 30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 @dataclass
@@ -107,9 +87,6 @@ class GaussNewton:
         self.warm: torch.Tensor | None = None
         n = sum(p.numel() for p in self.params)
         o = residuals.objective
-        if cfg.gn_solver == "cholesky":
-            _check_memory(n, len(o.x_int) * o.outputs + len(o.x_bnd) + len(o.x_nodes),
-                          residuals.params[0].element_size(), comm)
         #: points per reverse-mode pass of the explicit Jacobian (~256 MB of per-point rows)
         self.chunk = max(1, 2 ** 25 // (n * (o.problem.dim + 2) * o.outputs))
         self._lin: Linearization | None = None
