@@ -46,7 +46,9 @@ while :; do
   wait "$PID"; STATUS=$?
   kill -0 "$PID" 2>/dev/null || break   # wait was interrupted by a trapped signal: wait again
 done
-if [ "$PREEMPTED" = 1 ] && [ "$STATUS" = 0 ] && [ ! -f "$RUN_DIR/summary.json" ]; then
+# the run says how it ended in summary.json ("status": "preempted": checkpointed, not done)
+if [ "$PREEMPTED" = 1 ] && [ "$STATUS" = 0 ] \
+   && grep -q '"status": "preempted"' "$RUN_DIR/summary.json" 2>/dev/null; then
   echo "[job] checkpointed after preemption; requeueing job ${SLURM_JOB_ID:-?}"
   [ -n "${SLURM_JOB_ID:-}" ] && scontrol requeue "$SLURM_JOB_ID"
 fi

@@ -163,7 +163,7 @@ def _options() -> list[tuple[str, str]]:
 OPTION_CASES = [(cmd, opt, extra) for cmd, opt, extra in [
     *[(cmd, f"--{flag}", []) for cmd in ("run", "config", "gradcheck")
       for flag in ("config", "set", *SHORTCUTS)],
-    ("run", "--resume", []), ("info", "--device", []),
+    ("run", "--resume", []), ("info", "--device", []), ("config", "--reference", []),
     *[("reference", opt, ["--case", "paper-1d-eps1_15"]) for opt in (
         "--eps", "--degree", "--resolution", "--solver", "--tensor", "--blocks",
         "--homogenized", "--out", "--cache-dir", "--no-cache", "--memory-per-rank")],
@@ -203,7 +203,7 @@ def test_every_option_at_its_boundary_values(cmd, opt, extra, capsys, tmp_path_f
     tmp = COMM.bcast(tmp_path_factory.mktemp("opt") if COMM.rank == 0 else None, root=0)
     monkeypatch.chdir(tmp)
     for label, text in VALUES.items():
-        flag_only = opt in ("--tensor", "--homogenized", "--no-cache")
+        flag_only = opt in ("--tensor", "--homogenized", "--no-cache", "--reference")
         where = ["--cache-dir", str(tmp / "ref")] if cmd == "reference" else []
         argv = [cmd, *where, *extra, opt] + ([] if flag_only else [text])
         if opt == "--set":
