@@ -91,7 +91,7 @@ TABLES = {
         Row("Ms-PINN", ("train.method=pinn",), (1e-2, None, None, None))), SCALES_1D_115,
         "Paper (its text, after up to 2e5 iterations): hybrid about 0.3 (the consistency gap "
         "of the upscaled coarse problem at this eps), Ms-PINN about 1e-2."),
-    "2d": Table("2D, eps = 0.1 (paper Table 1)", "paper-2d.toml", (
+    "2d": Table("2D, eps = 0.1 (paper Table 1)", "paper-2d-adam.toml", (
         Row("Hybrid Ms-PINN", ("train.method=hybrid",), (1.28e-2, 2.23e-2, 77478, 554)),
         Row("Hybrid MLP", ("train.method=hybrid", *MLP), (1.42e-2, 1.44e-2, 139400, 1725)),
         Row("Ms-PINN", ("train.method=pinn",), (1.97e-2, 2.20e-2, 70009, 354)),
@@ -108,7 +108,7 @@ TABLES = {
             ("train.method=hybrid", *LBFGS)),
         Row("Ms-PINN, Adam (paper; the row of 1d-eps1_15)", ("train.method=pinn",)),
         Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS))), SCALES_1D_115),
-    "beyond-2d": Table("Beyond the paper: 2D, eps = 0.1, hybrid Ms-PINN", "paper-2d.toml", (
+    "beyond-2d": Table("Beyond the paper: 2D, eps = 0.1, hybrid Ms-PINN", "paper-2d-adam.toml", (
         Row("isotropic K~, resampling (Table 1 row)", ("train.method=hybrid",)),
         Row("block-tensor K~, 5 x 5 blocks",
             ("train.method=hybrid", "coupling.upscaling=block-tensor", "coupling.blocks=[5,5]")),
