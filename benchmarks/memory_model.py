@@ -65,13 +65,16 @@ def main() -> None:
     p.add_argument("--runs", default="/tmp/parallel_ms-memory-model",
                    help="output.root of the measured runs")
     args = p.parse_args()
-    rows = [reference_slope("paper-2d", 2, (150, 300), 2),
+    base = peak(["info"])
+    rows = [{"what": "process base (info: torch, PETSc, Firedrake loaded), bytes",
+             "sizes": [], "peaks": [base], "measured": base, "guard": resources.BASE},
+            reference_slope("paper-2d", 2, (150, 300), 2),
             reference_slope("paper-2d", 1, (300, 600), 2),
             reference_slope("paper-1d-eps0_01", 2, (100_000, 1_000_000), 1),
             point_slope((5000, 40000), args.runs)]
-    print(f"{'what':<46} {'measured':>10} {'guard':>10}")
+    print(f"{'what':<62} {'measured':>10} {'guard':>10}")
     for r in rows:
-        print(f"{r['what']:<46} {r['measured']:>10.0f} {r['guard']:>10.0f}")
+        print(f"{r['what']:<62} {r['measured']:>10.0f} {r['guard']:>10.0f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -365,8 +365,7 @@ def validate(cfg: Config) -> None:
         raise _error("reference.degree", cfg.reference.degree, "1, 2")
     from parallel_ms.problems import get_case
     try:
-        problem = get_case(cfg.problem.case,
-                           **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+        problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     except UserError as err:
         raise UserError(f"problem.case = {cfg.problem.case!r}: {err}", collective=True) from None
     if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 GIB = 2 ** 30
 #: peak memory of a parallel_ms process before any problem is set up (torch, PETSc,
-#: Firedrake loaded): measured 0.43-0.47 GiB
+#: Firedrake loaded; benchmarks/memory_model.py measures it with ``info``)
 BASE = 0.5 * GIB
 #: bytes per dof of a reference solve (mesh, P_k space, matrix, CG/GAMG), by (dim, degree):
 #: slopes of peak memory between two resolutions (benchmarks/memory_model.py)
@@ -38,7 +38,8 @@ COARSE_PER_VERTEX = 1500
 #: the product P C)
 COMPRESSION_PER_NONZERO = 64
 #: saved values per hidden unit and jet channel (pre-activation, tanh, its derivatives):
-#: measured 2.4 (2D hybrid, Ms-FF 33,281 parameters, 5,000 and 40,000 points: 29 KiB per point)
+#: measured 2.2 (2D hybrid, Ms-FF 33,281 parameters, 5,000 and 40,000 points: 27,490 bytes
+#: per point, benchmarks/memory_model.py)
 ACTIVATIONS_PER_UNIT = 3
 
 
@@ -177,7 +178,6 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
 def check_run(cfg: "Config", comm: MPI.Comm) -> None:
     """The guard of ``run``: refuse (one line, every rank) before anything large exists."""
     from parallel_ms.problems import get_case
-    problem = get_case(cfg.problem.case,
-                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     check(run_estimates(cfg, problem, comm.size), comm, cfg.parallel.memory_per_rank,
           "parallel.memory_per_rank")

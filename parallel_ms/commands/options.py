@@ -38,7 +38,7 @@ def _typed(convert: type, check: "typing.Callable[[Any], bool]", allowed: str
 positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 non_negative_float = _typed(float, lambda v: math.isfinite(v) and v >= 0,
                             "a finite number >= 0")
-positive_int = _typed(int, lambda v: 0 < v < 2 ** 63, "an integer >= 1")
+positive_int = _typed(int, lambda v: 0 < v < config.INT_LIMIT, "an integer >= 1")
 path = _typed(Path, lambda v: str(v) not in ("", "."), "a non-empty path")
 
 

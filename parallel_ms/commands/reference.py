@@ -64,7 +64,7 @@ def preflight(args: argparse.Namespace) -> "Problem":
     it, and the memory estimate (one collective line each)."""
     from parallel_ms.problems import get_case
     from parallel_ms.reference.solver import cells_for
-    problem = get_case(args.case, **({} if args.eps is None else {"eps": args.eps}))
+    problem = get_case(args.case, eps=args.eps)
     if (args.tensor or args.blocks is not None) and problem.dim != 2:
         raise UserError(f"--tensor/--blocks need a 2D case; '{args.case}' is {problem.dim}D",
                         collective=True)

@@ -53,11 +53,12 @@ def main(args: argparse.Namespace) -> int:
     except Diverged as err:
         run_dir.update("diverged", reason=str(err))
         raise
-    except BaseException as err:
-        if not isinstance(err, SystemExit):
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            run_dir.update("failed", reason=f"{type(err).__name__}: {reason}"
-                           if not isinstance(err, UserError) else reason)
+    except UserError as err:
+        run_dir.update("failed", reason=str(err))
+        raise
+    except (Exception, KeyboardInterrupt) as err:   # a bug or Ctrl-C: type and first line
+        first = next(iter(str(err).strip().splitlines()), "")
+        run_dir.update("failed", reason=f"{type(err).__name__}: {first}")
         raise
 
 

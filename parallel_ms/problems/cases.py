@@ -151,9 +151,10 @@ def _load_user_case(spec: str) -> Factory:
     return factory
 
 
-def get_case(name: str, **overrides: float) -> Problem:
+def get_case(name: str, **overrides: float | None) -> Problem:
     """The problem called ``name`` (built-in, or ``FILE.py:NAME``), with optional parameter
-    overrides (``eps=...`` and the case's own parameters)."""
+    overrides (``eps=...`` and the case's own parameters; None keeps the case's value)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if ".py:" in name:
         factory = _load_user_case(name)
     elif name in CASES:

@@ -30,8 +30,7 @@ class Setup:
 
 
 def build(cfg: Config, ctx: ParallelContext) -> Setup:
-    problem = get_case(cfg.problem.case,
-                       **({} if cfg.problem.eps is None else {"eps": cfg.problem.eps}))
+    problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[problem.dim]
     if ctx.size > cells ** problem.dim:
         raise UserError(f"coarse.cells = {cells} gives {cells ** problem.dim} coarse cells for "
