@@ -42,3 +42,25 @@ def write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(data, indent=2))
         print(f"wrote {path}")
+
+
+def plot_errors(curves: dict[str, list[tuple[list[float], list[float]]]], title: str,
+                xlabel: str, out: Path, loglog: bool) -> None:
+    """Relative L2 error curves, one colour per label (several runs, e.g. seeds, per label)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (label, runs) in enumerate(curves.items()):
+        for k, (xs, ys) in enumerate(runs):
+            (ax.loglog if loglog else ax.semilogy)(xs, ys, color=f"C{i}", marker=".", alpha=0.8,
+                                                  label=label if k == 0 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")

@@ -16,8 +16,10 @@ histories are plotted to ``<root>/<scale>/<table>.png``.
 
 Tables: ``1d-eps0_01`` and ``1d-eps1_15`` (paper Figs. 1-2: hybrid vs Ms-PINN), ``2d``
 (Table 1), ``beyond-1d`` and ``beyond-2d`` (L-BFGS after Adam, tau_2 continuation,
-residual-based resampling, block-tensor upscaling). Scales: ``paper`` (the job files as they
-are), ``reduced`` (what the results page reports on a 2-core machine) and ``quick`` (a few
+residual-based resampling, block-tensor upscaling), ``tta-1d-eps1_15`` and ``tta-1d-eps0_01``
+(time to accuracy: Adam, Adam -> L-BFGS, Gauss-Newton; Ms-FF and two-scale networks).
+Scales: ``paper`` (the job files as they are), ``reduced`` (what the results page reports on
+a 2-core machine) and ``quick`` (a few
 dozen steps: checks that everything runs).
 """
 from __future__ import annotations
@@ -46,6 +48,8 @@ LBFGS = ("optimizer.kind=adam-lbfgs", "optimizer.lbfgs_max_iter=1", "optimizer.s
 #: map, 4000 points, float64
 GN = ("optimizer.kind=gauss-newton", "network.width=32", "network.features=16",
       "sampling.interior=4000", "train.steps=40", "train.eval_every=2")
+#: the two-scale network N_0(x) + eps N_1(x, x/eps) with a soft boundary condition
+TWO_SCALE = ("network.kind=two-scale", "network.harmonics=2", "network.hard_bc=false")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ SCALES_2D = {"paper": (),
                        "sampling.adaptive_every=20", "train.steps=40", "train.eval_every=40")}
 
 TABLES = {
-    "1d-eps0_01": Table("1D, eps = 0.01 (paper Fig. 2)", "paper-1d-eps0_01.toml", (
+    "1d-eps0_01": Table("1D, eps = 0.01 (paper Fig. 2)", "paper-1d-eps0_01-adam.toml", (
         Row("hybrid", ("train.method=hybrid",), (0.1, None, None, None)),
         Row("Ms-PINN", ("train.method=pinn",), (10.0, None, None, None))), SCALES_1D_001,
         "Paper (its text, after up to 2e5 iterations): hybrid about 0.1, about two orders of "
@@ -123,6 +127,17 @@ TABLES = {
         Row("hybrid, Gauss-Newton, tau_2 continuation from 50 %",
             ("train.method=hybrid", *GN, "coupling.continuation=0.5"))),
         SCALES_TTA_1D, "Gauss-Newton rows keep their own step counts (40) at every scale.",
+        time_axis=True),
+    "tta-1d-eps0_01": Table("Time to accuracy: 1D, eps = 0.01", "paper-1d-eps0_01-adam.toml", (
+        Row("hybrid, Adam (paper; the row of 1d-eps0_01)", ("train.method=hybrid",)),
+        Row("Ms-PINN, Adam (paper; the row of 1d-eps0_01)", ("train.method=pinn",)),
+        Row("Ms-PINN, Gauss-Newton, Ms-FF network", ("train.method=pinn", *GN)),
+        Row("Ms-PINN, Gauss-Newton, two-scale network", ("train.method=pinn", *GN, *TWO_SCALE)),
+        Row("hybrid, Gauss-Newton, two-scale network",
+            ("train.method=hybrid", *GN, *TWO_SCALE)),
+        Row("hybrid, Gauss-Newton, two-scale network, tau_2 continuation from 50 %",
+            ("train.method=hybrid", *GN, *TWO_SCALE, "coupling.continuation=0.5"))),
+        SCALES_1D_001, "Gauss-Newton rows keep their own step counts (40) at every scale.",
         time_axis=True),
 }
 
@@ -264,24 +279,12 @@ def markdown(name: str, scale: str, seeds: list[int],
 
 
 def figure(name: str, by_row: dict[str, list[tuple[Run, dict, History]]], out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, (row, done) in enumerate(by_row.items()):
-        for k, (_, _, (steps, errors, _, times)) in enumerate(done):
-            plot = ax.loglog if TABLES[name].time_axis else ax.semilogy
-            plot(times if TABLES[name].time_axis else steps, errors, color=f"C{i}", marker=".",
-                 alpha=0.8, label=row if k == 0 else None)
-    ax.set_xlabel("training time (s), validation excluded" if TABLES[name].time_axis
-                  else "step")
-    ax.set_ylabel("relative L2 error")
-    ax.set_title(TABLES[name].title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    print(f"wrote {out}")
+    from common import plot_errors
+    on_time = TABLES[name].time_axis
+    curves = {row: [(h[3] if on_time else h[0], h[1]) for _, _, h in done]
+              for row, done in by_row.items()}
+    plot_errors(curves, TABLES[name].title, "training time (s), validation excluded"
+                if on_time else "step", out, loglog=on_time)
 
 
 def main() -> None:

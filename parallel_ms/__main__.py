@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:   # the embedded default run
         args = build_parser().parse_args(["run", "--config", str(DEFAULT_RUN)])
         parallel.print0(f"no command given: the embedded default run ({DEFAULT_RUN.name}: the "
-                        f"paper's 2D case, hybrid, Gauss-Newton; about 5 minutes on 2 cores). "
+                        f"paper's 2D case, hybrid, Gauss-Newton; about 5.5 minutes on 2 cores). "
                         f"'python -m parallel_ms --help' lists the commands.")
     command = importlib.import_module(f"parallel_ms.commands.{args.command}")
     return parallel.run_main(lambda: command.main(args))

@@ -23,11 +23,13 @@ class ProblemConfig:
 
 @dataclass
 class NetworkConfig:
-    kind: str = "msff"              #: msff (multiscale Fourier features) | mlp
+    kind: str = "msff"              #: msff (multiscale Fourier features) | mlp | two-scale
+                                    #: (N_0(x) + eps N_1(x, x/eps), periodic cases)
     width: int = 128                #: neurons per hidden layer
     depth: int = 2                  #: hidden layers (per Fourier-feature branch for msff)
     features: int = 64              #: Fourier features m per map (Ms-FF)
     sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
+    harmonics: int = 1              #: harmonics of the fast variable per axis (two-scale)
     hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
     dtype: str = "auto"             #: auto (float64 for Gauss-Newton, else float32) | float32
                                     #: | float64
@@ -159,7 +161,7 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "network.kind": ("msff", "mlp"),
+    "network.kind": ("msff", "mlp", "two-scale"),
     "network.dtype": ("auto", "float32", "float64"),
     "sampling.method": ("uniform", "sobol"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
@@ -173,7 +175,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "output.progress": ("auto", "bar", "log"),
 }
 GAUSS_NEWTON = ("gauss-newton", "adam-gauss-newton")
-POSITIVE = ("network.width", "network.depth", "network.features", "sampling.interior",
+POSITIVE = ("network.width", "network.depth", "network.features", "network.harmonics",
+            "sampling.interior",
             "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
             "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
             "optimizer.gn_damping", "optimizer.cg_max_iter", "optimizer.cg_tol",
@@ -189,6 +192,7 @@ NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adapti
 #: upper limits (callables: a limit may depend on the machine)
 UPPER: dict[str, Any] = {
     "optimizer.line_search": lambda: 60,        # 2^-60: a step below round-off
+    "network.harmonics": lambda: 1000,
     "optimizer.lbfgs_max_iter": lambda: 10_000,
     "optimizer.cg_max_iter": lambda: 1_000_000,
     "sampling.adaptive_beta": lambda: 10.0,     # |r|^beta must stay finite

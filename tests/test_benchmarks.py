@@ -35,6 +35,20 @@ def test_reproduce_tabulates_runs_and_reuses_them(tmp_path):
     again = _reproduce(*args)
     assert again.returncode == 0 and "[start]" not in again.stdout
     assert again.stdout.count("[cached]") == 2
+    # time to accuracy of the same finished runs
+    paths = {row: runs[0]["path"] for row, runs in rows.items()}
+    tta = subprocess.run(
+        [sys.executable, "benchmarks/time_to_accuracy.py",
+         *[f"{row}={path}" for row, path in paths.items()], "--targets", "1e9", "0",
+         "--out", str(tmp_path / "tta.png"), "--json", str(tmp_path / "tta.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tta.returncode == 0, tta.stdout + tta.stderr
+    out = json.loads((tmp_path / "tta.json").read_text())["runs"]
+    assert [r["label"] for r in out] == list(paths)
+    for r in out:      # every error is <= 1e9 (reached at the first evaluation), none is <= 0
+        assert r["time_to"] == {"1000000000.0": r["train_time"][0], "0.0": None}
+        assert r["steps"][-1] == 60 and r["ranks"] == 1
+    assert "| hybrid | 1 | 60 |" in tta.stdout and (tmp_path / "tta.png").stat().st_size > 0
 
 
 def test_reproduce_unknown_table_is_one_line():
@@ -42,4 +56,4 @@ def test_reproduce_unknown_table_is_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(
         "unknown table 'table-9' (allowed: 1d-eps0_01, 1d-eps1_15, 2d, beyond-1d, beyond-2d, "
-        "tta-1d-eps1_15)")
+        "tta-1d-eps1_15, tta-1d-eps0_01)")

@@ -10,7 +10,7 @@ from mpi4py import MPI
 
 from conftest import bounds_inactive
 from parallel_ms import config, parallel
-from parallel_ms.training.gauss_newton import GaussNewton, conjugate_gradients
+from parallel_ms.training.gauss_newton import GaussNewton, conjugate_gradients, normal_matrix
 from parallel_ms.training.residuals import Residuals, unflatten
 from parallel_ms.training.setup import build
 
@@ -22,6 +22,8 @@ CASES = {
     "pinn-2d": ["problem.case=paper-2d"],
     "pinn-1d-hard-bc": ["problem.case=paper-1d-eps1_15", "network.hard_bc=true",
                         "coarse.cells=40", "coupling.delta=0.1"],
+    "pinn-1d-two-scale": ["problem.case=paper-1d-eps0_01", "network.kind=two-scale",
+                          "network.harmonics=2", "coarse.cells=250", "coupling.delta=0.01"],
     "hybrid-isotropic": HYBRID_2D,
     "hybrid-k12-k22": HYBRID_2D + ["coupling.k12=0.1", "coupling.k22=1.5"],
     "hybrid-block-tensor": HYBRID_2D + ["coupling.upscaling=block-tensor",
@@ -93,6 +95,14 @@ def test_coupling_rows_without_the_coarse_tangent_fail_the_taylor_test(monkeypat
         r = res.linearize().rows["coupling"] - lin.rows["coupling"] - t * jd
         remainders.append(parallel.allreduce_sum(float(r @ r)) ** 0.5)
     assert np.log10(remainders[0] / remainders[1]) < 1.5
+
+
+@pytest.mark.parametrize("shape", [(40, 37), (5, 3), (100, 1)])
+def test_normal_matrix_from_its_upper_block_triangle_is_jt_j(shape):
+    jac = torch.randn(*shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    g = normal_matrix(jac)
+    assert torch.equal(g, g.T)
+    assert torch.allclose(g, jac.T @ jac, rtol=0, atol=1e-12 * float((jac.T @ jac).abs().max()))
 
 
 def test_conjugate_gradients_solves_a_damped_spd_system():

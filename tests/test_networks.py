@@ -3,13 +3,17 @@ import pytest
 import torch
 
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet
+from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet, TwoScaleNet
+
+PERIOD = {1: (1.0,), 2: (2.0, 1.0)}  # of K_eps in units of eps: paper-1d, paper-2d
 
 NETWORKS = {
     "mlp": lambda d: MLP(d, 24, 4),
     "msff": lambda d: MsFourierNet(d, (1.0, 10.0), 16, 32, 2),
     "hard-msff": lambda d: HardBoundary(MsFourierNet(d, (1.0, 5.0), 16, 32, 2)),
     "hard-mlp": lambda d: HardBoundary(MLP(d, 24, 3)),
+    "two-scale": lambda d: TwoScaleNet(d, 0.05, PERIOD[d], 2, 16, 2),
+    "hard-two-scale": lambda d: HardBoundary(TwoScaleNet(d, 0.1, PERIOD[d], 3, 16, 2)),
 }
 
 
@@ -51,6 +55,33 @@ def test_msff_shares_hidden_layers_across_maps():
     assert two.B.shape == (2, 64, 2) and not two.B.requires_grad
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+def test_two_scale_network_is_slow_plus_eps_times_periodic_fast(dim):
+    """v = N_0(x) + eps N_1(x, x/eps): with the slow network's output and the fast network's
+    slow input switched off, v repeats with the period of K_eps (eps p_i along axis i) and is
+    eps times a function of O(1); the slow network alone is unchanged by the fast variable."""
+    torch.manual_seed(1)
+    eps = 0.01
+    net = TwoScaleNet(dim, eps, PERIOD[dim], harmonics=2, width=16).double()
+    x = torch.rand(200, dim, dtype=torch.float64) * 0.5
+    with torch.no_grad():
+        slow_only = net(x) - eps * net.fast(torch.cat([2 * x - 1, torch.cos(x @ net.omega.T),
+                                                       torch.sin(x @ net.omega.T)], -1))
+        assert torch.allclose(slow_only, net.slow(2 * x - 1), rtol=0, atol=1e-14)
+        net.slow.output.weight.zero_()
+        net.slow.output.bias.zero_()
+        net.fast.hidden[0].weight[:, :dim] = 0
+        v = net(x)
+        assert 0.1 * eps < float(v.abs().max()) < 10 * eps
+        for i in range(dim):
+            shift = torch.zeros(dim, dtype=torch.float64)
+            shift[i] = eps * PERIOD[dim][i]
+            assert torch.allclose(net(x + shift), v, rtol=0, atol=1e-12)
+            if PERIOD[dim][i] > 1:        # half the period is not a period
+                shift[i] = eps
+                assert not torch.allclose(net(x + shift), v, rtol=0, atol=1e-6)
+
+
 def test_hard_boundary_vanishes_on_the_boundary():
     net = HardBoundary(MLP(2, 8, 2)).double()
     x = torch.tensor([[0.0, 0.3], [1.0, 0.7], [0.2, 0.0], [0.5, 1.0]], dtype=torch.float64)
@@ -65,3 +96,18 @@ def test_compiled_jet_agrees_with_autograd():
     x = torch.rand(200, 2, dtype=torch.float64)
     for a, b in zip(derivatives(net, x, "autograd"), derivatives(net, x, "jet-compiled")):
         assert torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a) < 1e-12
+
+
+def test_two_scale_network_needs_a_periodic_case():
+    from parallel_ms.config import NetworkConfig
+    from parallel_ms.errors import UserError
+    from parallel_ms.fine.model import build_network
+    from parallel_ms.problems import get_case
+    cfg = NetworkConfig(kind="two-scale", dtype="float64")
+    with pytest.raises(UserError, match=r"network.kind = 'two-scale' needs a case with a "
+                       r"periodic K_eps; case 'quasi-periodic-1d' has none") as err:
+        build_network(cfg, get_case("quasi-periodic-1d"))
+    assert err.value.collective and "\n" not in str(err.value)
+    net = build_network(cfg, get_case("paper-2d", eps=0.05))
+    expected = [[2 * torch.pi / (0.05 * 2), 0], [0, 2 * torch.pi / 0.05]]   # periods 2 eps, eps
+    assert torch.allclose(net.omega, torch.tensor(expected, dtype=torch.float64))

@@ -63,8 +63,9 @@ def test_estimates_grow_with_the_settings_and_shrink_with_ranks():
     key = "sampling.interior / sampling.boundary"
     assert grown[key] == pytest.approx(one[key] * 2562 / 258)
     from parallel_ms.fine.model import build_network
-    for kind in ("msff", "mlp"):
-        c = config.load(None, [*TINY, f"network.kind={kind}", "network.depth=3"])
+    for kind in ("msff", "mlp", "two-scale"):
+        c = config.load(None, [*TINY, f"network.kind={kind}", "network.depth=3",
+                               "network.harmonics=3"])
         for outputs in (1, 2):
             assert resources.parameter_count(c, 1, outputs) == sum(
                 p.numel() for p in build_network(c.network, problem, outputs).parameters())

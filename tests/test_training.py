@@ -1,13 +1,18 @@
 """PINN engine pieces in one process: configuration, schedule, balancing, switch, a short run."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
 
 from parallel_ms import config, parallel
+from parallel_ms.__main__ import DEFAULT_RUN
 from parallel_ms.errors import UserError
 from parallel_ms.training.balancing import GradNormBalancer
 from parallel_ms.training.optimizers import PlateauSwitch, make_adam
+
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
 
 @pytest.mark.parametrize("override,message", [
@@ -15,7 +20,7 @@ from parallel_ms.training.optimizers import PlateauSwitch, make_adam
     ("foo.bar=1", "config key 'foo.bar' is unknown"),
     ("network.nope=1", "config key 'network.nope' is unknown (allowed in [network]"),
     ("network.width=1.5", "network.width = '1.5' (allowed: an integer, |n| < 2^63)"),
-    ("network.kind=cnn", "network.kind = 'cnn' (allowed: msff, mlp)"),
+    ("network.kind=cnn", "network.kind = 'cnn' (allowed: msff, mlp, two-scale)"),
     ("problem.case=zzz", "case 'zzz' is unknown"),
     ("train.steps=-3", "train.steps = -3 (allowed: > 0)"),
     ("balancing.alpha=1.5", "balancing.alpha = 1.5 (allowed: 0 <= alpha < 1)"),
@@ -83,3 +88,18 @@ def test_short_run_on_a_smooth_1d_case_reaches_one_percent():
     assert result.rel_l2 < 1e-2, result.rel_l2
     assert result.best_step > 10 and np.isfinite(result.rel_h1)
     assert MPI.COMM_WORLD.size == 1
+
+
+@pytest.mark.parametrize("path", [*sorted(JOBS.glob("*.toml")), DEFAULT_RUN],
+                         ids=lambda p: p.name)
+def test_job_files_and_the_default_run_load_and_build(path):
+    """Every run configuration shipped (jobs/*.toml and the embedded default) is valid and
+    builds its network with the parameter count the resource guard expects."""
+    from parallel_ms import resources
+    from parallel_ms.fine.model import build_network
+    from parallel_ms.problems import get_case
+    cfg = config.load(path)
+    problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
+    net = build_network(cfg.network, problem)
+    assert sum(p.numel() for p in net.parameters()) == resources.parameter_count(
+        cfg, problem.dim, 1)

@@ -96,6 +96,19 @@ class Compression:
         self.Q.mult(self.point_vec, self.node_vec)
         return np.where(self.near_boundary, v_nodes, self.node_vec.getArray())
 
+    def apply_columns(self, v_points: np.ndarray, v_nodes: np.ndarray) -> np.ndarray:
+        """:meth:`apply` to the P columns of v_points (m, P) and v_nodes (owned nodes, P) at
+        once: one sparse-dense product (MatMatMult) instead of P products."""
+        comm = self.Q.getComm()
+        dense = PETSc.Mat().createDense(
+            (self.Q.getSizes()[1], (PETSc.DECIDE, v_points.shape[1])),
+            array=np.asfortranarray(v_points, dtype=PETSc.ScalarType), comm=comm)
+        product = self.Q.matMult(dense)
+        out = product.getDenseArray().copy()
+        dense.destroy()
+        product.destroy()
+        return np.where(self.near_boundary[:, None], v_nodes, out)
+
     def transpose(self, e_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Adjoint of :meth:`apply`: (Q^T e at this rank's points, e at the near-boundary
         owned nodes, zero elsewhere)."""

@@ -65,10 +65,15 @@ class ScalarUpscaling:
     def tangent(self, d_grad_v: torch.Tensor) -> float:
         """dK~_11 (global) for a change d grad_v of grad v at this rank's points; zero while
         the bound is active (the applied K~ does not move)."""
+        return float(self.tangent_columns(d_grad_v[..., None])[0])
+
+    def tangent_columns(self, d_grad_v: torch.Tensor) -> np.ndarray:
+        """:meth:`tangent` for the P changes along the last axis of d_grad_v (M, d, P): (P,),
+        one all-reduce for all of them."""
         if not self.passes_gradient():
-            return 0.0
-        return parallel.allreduce_sum(float((self.k_points * d_grad_v[:, 0]).sum()),
-                                      self.comm) / self.n_global
+            return np.zeros(d_grad_v.shape[-1])
+        local = (self.k_points[:, None] * d_grad_v[:, 0]).sum(0).double().cpu().numpy()
+        return parallel.allreduce_sum(local, self.comm) / self.n_global
 
     def cotangent(self, g: float) -> torch.Tensor:
         """(dK~_11/d grad_v)^T g at this rank's points, shape of grad v (M, d)."""

@@ -51,6 +51,18 @@ class Jet:
                    torch.cat([-s * self.grad, c * self.grad], -1),
                    torch.cat([-s * self.lap - c * g2, c * self.lap - s * g2], -1))
 
+    def scaled(self, a: float, b: float = 0.0) -> "Jet":
+        """a * self + b."""
+        return Jet(a * self.value + b, a * self.grad, a * self.lap)
+
+    def plus(self, other: "Jet") -> "Jet":
+        return Jet(self.value + other.value, self.grad + other.grad, self.lap + other.lap)
+
+    def concat(self, other: "Jet") -> "Jet":
+        """[self, other] along the feature axis."""
+        return Jet(torch.cat([self.value, other.value], -1), torch.cat([self.grad, other.grad], -1),
+                   torch.cat([self.lap, other.lap], -1))
+
     def times(self, other: "Jet") -> "Jet":
         """Pointwise product (broadcast over the last axis)."""
         return Jet(self.value * other.value,

@@ -5,20 +5,29 @@ import torch
 from torch import nn
 
 from parallel_ms.config import NetworkConfig
+from parallel_ms.errors import UserError
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet
+from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet, TwoScaleNet
 from parallel_ms.problems import Problem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def build_network(cfg: NetworkConfig, problem: Problem, outputs: int = 1) -> nn.Module:
-    """MLP or Ms-FF (sigmas default to [1, 1/eps], paper §4.4), optionally with hard BCs;
+    """MLP, Ms-FF (sigmas default to [1, 1/eps], paper §4.4) or two-scale network (the fast
+    period from the case), optionally with hard BCs;
     ``outputs`` = 2 for the two temperature drops of the block-tensor upscaling."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.kind == "mlp":
         net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth, outputs)
+    elif cfg.kind == "two-scale":
+        if problem.period is None:
+            raise UserError(f"network.kind = 'two-scale' needs a case with a periodic K_eps; "
+                            f"case '{problem.name}' has none (allowed: msff, mlp)",
+                            collective=True)
+        net = TwoScaleNet(problem.dim, problem.eps, problem.period, cfg.harmonics, cfg.width,
+                          cfg.depth, outputs)
     else:
         sigmas = cfg.sigmas or [1.0, 1.0 / problem.eps]
         net = MsFourierNet(problem.dim, sigmas, cfg.features, cfg.width, cfg.depth, outputs,

@@ -1,6 +1,7 @@
-"""Networks of the paper (§4.4): tanh MLP, multiscale Fourier-feature network (Ms-PINN), and a
-hard-boundary wrapper v = l(x) N(x). Each ``forward`` gives v(x); each ``jet`` gives
-(v, grad v, lap v) by the forward-jet path of :mod:`.jet`."""
+"""Networks of the paper (§4.4): tanh MLP, multiscale Fourier-feature network (Ms-PINN), a
+two-scale network N_0(x) + eps N_1(x, x/eps) (paper 001 §4), and a hard-boundary wrapper
+v = l(x) N(x). Each ``forward`` gives v(x); each ``jet`` gives (v, grad v, lap v) by the
+forward-jet path of :mod:`.jet`."""
 from __future__ import annotations
 
 import math
@@ -40,8 +41,12 @@ class MLP(nn.Module):
             j = j.linear(layer).tanh()
         return j
 
+    def jet_of(self, j: Jet) -> Jet:
+        """The jet of x -> N(a(x)) from the jet of the inputs a."""
+        return _squeeze(self.features_jet(j).linear(self.output))
+
     def jet(self, x: torch.Tensor) -> Jet:
-        return _squeeze(self.features_jet(Jet.of_input(x)).linear(self.output))
+        return self.jet_of(Jet.of_input(x))
 
 
 class MsFourierNet(nn.Module):
@@ -80,6 +85,44 @@ class MsFourierNet(nn.Module):
             j = j.linear(layer).tanh()
         split = lambda t: torch.cat(t.split(x.shape[0], dim=-2), -1)  # noqa: E731  (K*M,w)->(M,K*w)
         return _squeeze(Jet(split(j.value), split(j.grad), split(j.lap)).linear(self.output))
+
+
+class TwoScaleNet(nn.Module):
+    """Two-scale network v(x) = N_0(x) + eps N_1(x, x/eps): the form of the two-scale expansion
+    u_0(x) + eps u_1(x, x/eps), u_1 a Fourier series in the fast variable y = x/eps
+    (paper 001 §2 and §4, whose approximation of u_eps is built the same way).
+
+    N_0 is a tanh MLP of the slow variable 2x - 1; N_1 a tanh MLP of the slow variable and of the
+    fast variable on its torus: for each axis i and harmonic h = 1..H, cos and sin of
+    2 pi h x_i / (eps p_i), p the period of K_eps in units of eps. The period is not learned, and
+    the fast part starts O(eps) in value and O(1) in gradient, as in the expansion.
+    """
+
+    def __init__(self, dim: int, eps: float, period: Sequence[float], harmonics: int = 1,
+                 width: int = 64, depth: int = 2, out: int = 1) -> None:
+        super().__init__()
+        omega = torch.zeros(dim * harmonics, dim, dtype=torch.float64)
+        for i in range(dim):
+            for h in range(harmonics):
+                omega[i * harmonics + h, i] = 2 * math.pi * (h + 1) / (eps * period[i])
+        self.register_buffer("omega", omega)  # (d H, d): the fast phases are omega x
+        self.eps = eps
+        self.slow = MLP(dim, width, depth, out)
+        self.fast = MLP(dim + 2 * dim * harmonics, width, depth, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x @ self.omega.to(x.dtype).T
+        fast = self.fast(torch.cat([2 * x - 1, torch.cos(z), torch.sin(z)], -1))
+        return self.slow(2 * x - 1) + self.eps * fast
+
+    def jet(self, x: torch.Tensor) -> Jet:
+        omega = self.omega.to(x.dtype)
+        m = x.shape[0]
+        slow = Jet.of_input(x).scaled(2.0, -1.0)
+        phase = Jet(x @ omega.T, omega.T[:, None, :].expand(x.shape[1], m, omega.shape[0]),
+                    torch.zeros(m, omega.shape[0], dtype=x.dtype, device=x.device))
+        fast = self.fast.jet_of(slow.concat(phase.sin_cos()))
+        return self.slow.jet_of(slow).plus(fast.scaled(self.eps))
 
 
 class HardBoundary(nn.Module):

@@ -75,6 +75,26 @@ def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return CGResult(x, iterations, b - r - damping * x)
 
 
+def normal_matrix(jac: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """J^T J from the products of its upper block triangle (column blocks of J), mirrored:
+    (blocks + 1) / (2 blocks) of the work of ``jac.T @ jac``, as a symmetric rank-k update
+    would do, on any device; exactly symmetric."""
+    cols = jac.tensor_split(min(blocks, jac.shape[1]), dim=1)
+    edges = [0]
+    for c in cols:
+        edges.append(edges[-1] + c.shape[1])
+    out = jac.new_empty(jac.shape[1], jac.shape[1])
+    for i, a in enumerate(cols):
+        for k in range(i, len(cols)):
+            block = a.T @ cols[k]
+            if k == i:
+                block = (block + block.T) / 2          # exactly symmetric
+            out[edges[i]:edges[i + 1], edges[k]:edges[k + 1]] = block
+            if k != i:
+                out[edges[k]:edges[k + 1], edges[i]:edges[i + 1]] = block.T
+    return out
+
+
 class GaussNewton:
     """One Levenberg-Marquardt step per :meth:`step` on the residuals' parameters."""
 
@@ -160,7 +180,7 @@ class GaussNewton:
         lambda without new Jacobian products."""
         jac = lin.jacobian(self.chunk)
         r = torch.cat(list(lin.rows.values()))
-        gram = self._sum(jac.T @ jac)
+        gram = self._sum(normal_matrix(jac))
         g = self._sum(jac.T @ r)
         del jac
         eye = torch.eye(len(g), dtype=g.dtype, device=g.device)

@@ -102,7 +102,7 @@ class Linearization:
         """This rank's rows' Jacobian (local rows x parameters), terms stacked in the order
         of ``rows``. Per point by reverse mode (vmap over ``chunk`` points at a time of the
         gradient of one point's jet: far cheaper than one forward-mode pass per parameter);
-        the coupling's columns one tangent-linear coarse problem each (collective)."""
+        the coupling's block by :meth:`Coupling.rows_tangent_columns` (collective)."""
         res, o = self.owner, self.owner.objective
         values = {"interior": res.point_jacobian(o.x_int, chunk, jet=True)}
         dv, dg, dlap = values["interior"]
@@ -114,8 +114,9 @@ class Linearization:
             rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
         if o.coupling is not None:
             (dv_nodes,) = res.point_jacobian(o.x_nodes, chunk)
-            rows["coupling"] = torch.stack([self._coupling_rows(*t) for t in zip(
-                dv.movedim(-1, 0), dg.movedim(-1, 0), dv_nodes.movedim(-1, 0))], 1)
+            rows["coupling"] = self.scale["coupling"] * torch.as_tensor(
+                o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dtype=dv.dtype,
+                device=dv.device)
         return torch.cat([rows[name].reshape(-1, dlap.shape[-1]) for name in self.rows])
 
     def vjp(self, u: dict[str, torch.Tensor]) -> torch.Tensor:

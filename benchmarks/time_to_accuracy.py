@@ -1,0 +1,62 @@
+"""Time to accuracy of finished runs: relative L2 error against training time, one curve per
+run, and the training time at which each run first reached each target error.
+
+    .venv/bin/python benchmarks/time_to_accuracy.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+        [--targets 0.1 0.05 0.0128] [--title T] [--out FIG.png] [--json F]
+
+RUN_DIR is a run directory of ``python -m parallel_ms run`` (its metrics.csv: the errors at
+the evaluation steps, ``train_time`` = wall time less validation). Runs made by any command,
+on any number of ranks, can be compared; the table is printed as Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import plot_errors, write_json
+from reproduce import history
+
+
+def first_reach(times: list[float], errors: list[float], target: float) -> float | None:
+    """Training time of the first evaluation at or below ``target`` (None if never)."""
+    return next((t for t, e in zip(times, errors) if e <= target), None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.1, 0.05, 0.0128])
+    p.add_argument("--title", default="time to accuracy")
+    p.add_argument("--out", type=Path, default=None, help="figure (PNG)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    runs: dict[str, Path] = {}
+    for item in args.runs:
+        label, sep, path = item.rpartition("=")
+        if not sep or not label or not (Path(path) / "metrics.csv").is_file():
+            p.error(f"'{item}' is not LABEL=RUN_DIR with RUN_DIR/metrics.csv")
+        runs[label] = Path(path)
+    rows = []
+    print("| run | ranks | steps | training time (s) | last rel. L2 | smallest rel. L2 | "
+          + " | ".join(f"time to {t:g} (s)" for t in args.targets) + " |")
+    print("|---" * (6 + len(args.targets)) + "|")
+    for label, path in runs.items():
+        steps, errors, _, times = history(path)
+        summary = json.loads((path / "summary.json").read_text())
+        reach = [first_reach(times, errors, t) for t in args.targets]
+        rows.append({"label": label, "path": str(path), "steps": steps, "rel_l2": errors,
+                     "train_time": times, "ranks": summary.get("ranks"),
+                     "time_to": dict(zip(map(str, args.targets), reach))})
+        print(f"| {label} | {summary.get('ranks')} | {steps[-1]} | {times[-1]:.0f} "
+              f"| {errors[-1]:.3g} | "
+              f"{min(errors):.3g} | "
+              + " | ".join("—" if r is None else f"{r:.0f}" for r in reach) + " |")
+    if args.out:
+        plot_errors({r["label"]: [(r["train_time"], r["rel_l2"])] for r in rows}, args.title,
+                    "training time (s), validation excluded", args.out, loglog=True)
+    write_json(args.json, {"targets": args.targets, "runs": rows})
+
+
+if __name__ == "__main__":
+    main()
