@@ -126,7 +126,10 @@ def parameter_count(cfg: "Config", dim: int, outputs: int) -> int:
     """Parameters of the network that :func:`parallel_ms.fine.networks.build_network` makes."""
     n = cfg.network
     hidden = (n.depth - 1) * (n.width ** 2 + n.width)
-    mlp = lambda inputs: inputs * n.width + n.width + hidden + (n.width + 1) * outputs  # noqa: E731
+
+    def mlp(inputs: int) -> int:
+        return inputs * n.width + n.width + hidden + (n.width + 1) * outputs
+
     if n.kind == "mlp":
         return mlp(dim)
     if n.kind == "two-scale":
@@ -145,9 +148,10 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
     points = (cfg.sampling.interior + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
     n = cfg.network
-    branches = {"msff": len(n.sigmas or (1, 1)), "mlp": 1, "two-scale": 2}[n.kind]
-    embedding = {"msff": 2 * n.features, "two-scale": dim * (1 + 2 * n.harmonics) / 2}
-    units = branches * (n.depth * n.width + embedding.get(n.kind, 0))
+    hidden = n.depth * n.width
+    units = {"mlp": hidden,                                     # per point, all branches
+             "msff": len(n.sigmas or (1, 1)) * (hidden + 2 * n.features),
+             "two-scale": 2 * hidden + dim * (2 + 2 * n.harmonics)}[n.kind]
     channels = (2 + dim) * outputs          # value, gradient, Laplacian per output
     per_point = itemsize * channels * units * ACTIVATIONS_PER_UNIT
     out = [reference_estimate(problem, cfg.reference.degree, cfg.reference.resolution, ranks,

@@ -88,9 +88,9 @@ def normal_matrix(jac: torch.Tensor, blocks: int = 8) -> torch.Tensor:
         for k in range(i, len(cols)):
             block = a.T @ cols[k]
             if k == i:
-                block = (block + block.T) / 2          # exactly symmetric
-            out[edges[i]:edges[i + 1], edges[k]:edges[k + 1]] = block
-            if k != i:
+                out[edges[i]:edges[i + 1], edges[i]:edges[i + 1]] = (block + block.T) / 2
+            else:
+                out[edges[i]:edges[i + 1], edges[k]:edges[k + 1]] = block
                 out[edges[k]:edges[k + 1], edges[i]:edges[i + 1]] = block.T
     return out
 

@@ -87,15 +87,16 @@ class Linearization:
             rows["boundary"] = (self.scale["boundary"] * dv_b).reshape(-1)
         return rows, (dv, dg, dv_nodes)
 
-    def _coupling_rows(self, dv: torch.Tensor, dg: torch.Tensor, dv_nodes: torch.Tensor
-                       ) -> torch.Tensor:
-        rows = self.owner.objective.coupling.rows_tangent(dv, dg, dv_nodes)  # type: ignore
-        return self.scale["coupling"] * torch.as_tensor(rows, dtype=dv.dtype, device=dv.device)
+    def _coupling_rows(self, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """The coupling's tangent rows (NumPy, from :class:`Coupling`) scaled, as tensors."""
+        return self.scale["coupling"] * torch.as_tensor(rows, dtype=like.dtype,
+                                                        device=like.device)
 
     def jvp(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
         rows, tangents = self._network_rows(delta)
         if self.owner.objective.coupling is not None:
-            rows["coupling"] = self._coupling_rows(*tangents)
+            rows["coupling"] = self._coupling_rows(
+                self.owner.objective.coupling.rows_tangent(*tangents), tangents[0])
         return rows
 
     def jacobian(self, chunk: int) -> torch.Tensor:
@@ -114,9 +115,8 @@ class Linearization:
             rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
         if o.coupling is not None:
             (dv_nodes,) = res.point_jacobian(o.x_nodes, chunk)
-            rows["coupling"] = self.scale["coupling"] * torch.as_tensor(
-                o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dtype=dv.dtype,
-                device=dv.device)
+            rows["coupling"] = self._coupling_rows(
+                o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dv)
         return torch.cat([rows[name].reshape(-1, dlap.shape[-1]) for name in self.rows])
 
     def vjp(self, u: dict[str, torch.Tensor]) -> torch.Tensor:
