@@ -2,17 +2,20 @@
 project's own command and tabulated in the paper's format.
 
     .venv/bin/python benchmarks/reproduce.py [TABLE ...] [--scale reduced] [--seeds 0 1 2]
-                                             [--jobs 2] [--root runs/reproduce] [--json F]
+                                             [--jobs 2] [--ranks 1] [--rows REGEX]
+                                             [--root runs/reproduce] [--json F]
 
 Every (row, seed) of a table is one ``python -m parallel_ms run --config jobs/<case>.toml
 --set ...`` (the exact command is printed and logged), ``--jobs`` of them at a time with
-``cores / jobs`` torch threads each (``--ranks R`` runs each under ``mpiexec -n R``). A run
+``cores / (jobs x ranks)`` torch threads each (``--ranks R`` runs each under ``mpiexec -n R``,
+in a directory of its own; ``--rows`` keeps the rows whose name matches). A run
 whose directory already holds a summary for the same resolved configuration is not repeated,
 so a table can be re-printed, or extended by seeds, without recomputing it. Each table is
 printed as Markdown (mean ± standard deviation over the seeds, the paper's numbers beside):
-rel. L2 and H1 errors of the iterate with the smallest residual loss (the paper's rule), the
-rel. L2 error at the last step, steps and wall time (training and validation). The error
-histories are plotted to ``<root>/<scale>/<table>.png``.
+rel. L2 and H1 errors of the best iterate (smallest fine-problem loss (3.24), the paper's rule), the
+rel. L2 error at the last step, steps and wall time (training and validation); the time
+tables add the training time (validation excluded) to each target error. The error
+histories are plotted to ``<root>/<scale>/<table>.png`` (``<table>-n<R>.png`` on R ranks).
 
 Tables: ``1d-eps0_01`` and ``1d-eps1_15`` (paper Figs. 1-2: hybrid vs Ms-PINN), ``2d``
 (Table 1), ``beyond-1d`` and ``beyond-2d`` (L-BFGS after Adam, tau_2 continuation,
@@ -29,6 +32,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -44,6 +48,9 @@ JOBS = ROOT / "jobs"
 
 MLP = ("network.kind=mlp", "network.width=64", "network.depth=8", "optimizer.lr=1e-3")
 LBFGS = ("optimizer.kind=adam-lbfgs", "optimizer.lbfgs_max_iter=1", "optimizer.switch_tol=0.5")
+#: Adam -> L-BFGS switching at the plateau switch's first check, step 1,000 (2 x its window):
+#: the 2,000-step runs of 1D eps = 0.01 would not switch before their end otherwise
+LBFGS_AT_1000 = (*LBFGS, "optimizer.switch_tol=1")
 #: Gauss-Newton as measured best on 1D (docs/gauss-newton.md): 2 x 32 tanh, 16 features per
 #: map, 4000 points, float64
 GN = ("optimizer.kind=gauss-newton", "network.width=32", "network.features=16",
@@ -68,6 +75,8 @@ class Table:
     scales: dict[str, tuple[str, ...]] = field(default_factory=dict)
     note: str = ""                                 #: where the paper's numbers come from
     time_axis: bool = False                        #: figure: rel. L2 against wall time
+    #: errors whose first training time (validation excluded) the table reports
+    targets: tuple[float, ...] = ()
 
 
 SCALES_1D_001 = {"paper": (), "reduced": ("train.steps=2000",),
@@ -122,15 +131,19 @@ TABLES = {
     "tta-1d-eps1_15": Table("Time to accuracy: 1D, eps = 1/15", "paper-1d-eps1_15-adam.toml", (
         Row("Ms-PINN, Adam (paper)", ("train.method=pinn",)),
         Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS)),
+        Row("hybrid, Adam (paper)", ("train.method=hybrid",)),
+        Row("hybrid, Adam -> L-BFGS", ("train.method=hybrid", *LBFGS)),
         Row("Ms-PINN, Gauss-Newton", ("train.method=pinn", *GN)),
         Row("hybrid, Gauss-Newton", ("train.method=hybrid", *GN)),
         Row("hybrid, Gauss-Newton, tau_2 continuation from 50 %",
             ("train.method=hybrid", *GN, "coupling.continuation=0.5"))),
         SCALES_TTA_1D, "Gauss-Newton rows keep their own step counts (40) at every scale.",
-        time_axis=True),
+        time_axis=True, targets=(1e-2, 1e-3, 1e-4)),
     "tta-1d-eps0_01": Table("Time to accuracy: 1D, eps = 0.01", "paper-1d-eps0_01-adam.toml", (
         Row("hybrid, Adam (paper; the row of 1d-eps0_01)", ("train.method=hybrid",)),
         Row("Ms-PINN, Adam (paper; the row of 1d-eps0_01)", ("train.method=pinn",)),
+        Row("hybrid, Adam -> L-BFGS", ("train.method=hybrid", *LBFGS_AT_1000)),
+        Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS_AT_1000)),
         Row("Ms-PINN, Gauss-Newton, Ms-FF network", ("train.method=pinn", *GN)),
         Row("Ms-PINN, Gauss-Newton, two-scale network", ("train.method=pinn", *GN, *TWO_SCALE)),
         Row("hybrid, Gauss-Newton, two-scale network",
@@ -138,7 +151,7 @@ TABLES = {
         Row("hybrid, Gauss-Newton, two-scale network, tau_2 continuation from 50 %",
             ("train.method=hybrid", *GN, *TWO_SCALE, "coupling.continuation=0.5"))),
         SCALES_1D_001, "Gauss-Newton rows keep their own step counts (40) at every scale.",
-        time_axis=True),
+        time_axis=True, targets=(1e-2, 1e-3, 1e-4)),
 }
 
 
@@ -169,18 +182,24 @@ class Run:
             else None
 
 
-def plan(tables: list[str], scale: str, seeds: list[int], root: Path,
-         threads: int) -> list[Run]:
+def selected(name: str, rows: str | None) -> list[Row]:
+    """The rows of a table whose name matches the regular expression ``rows`` (all if None)."""
+    return [row for row in TABLES[name].rows if rows is None or re.search(rows, row.name)]
+
+
+def plan(tables: list[str], scale: str, seeds: list[int], root: Path, threads: int,
+         ranks: int = 1, rows: str | None = None) -> list[Run]:
     """The runs of the tables; a run's directory is named by its configuration (job file and
-    overrides), so rows that two tables share are run once."""
+    overrides) and its rank count, so rows that two tables share are run once."""
     runs = []
     for name in tables:
         table = TABLES[name]
-        for row in table.rows:
+        for row in selected(name, rows):
             setting = [*table.scales[scale], *row.overrides]
             key = hashlib.sha1(" ".join([table.config, *setting]).encode()).hexdigest()[:10]
+            on = "" if ranks == 1 else f"-n{ranks}"
             for seed in seeds:
-                path = root / scale / f"{Path(table.config).stem}-{key}" / f"seed{seed}"
+                path = root / scale / f"{Path(table.config).stem}-{key}{on}" / f"seed{seed}"
                 overrides = [*setting, f"network.seed={seed}", f"sampling.seed={seed}",
                              f"parallel.threads={threads}", "output.progress=log",
                              f"output.root={path.parent}", f"output.name={path.name}"]
@@ -235,6 +254,11 @@ def history(path: Path) -> History:
     return steps, errors, switched, times
 
 
+def first_reach(times: list[float], errors: list[float], target: float) -> float | None:
+    """Training time of the first evaluation at or below ``target`` (None if never)."""
+    return next((t for t, e in zip(times, errors) if e <= target), None)
+
+
 def stat(values: list[float], fmt: str = "{:.3g}") -> str:
     if len(values) == 1:
         return fmt.format(values[0])
@@ -245,25 +269,41 @@ def paper_cell(value: float | int | None, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
 
 
-def markdown(name: str, scale: str, seeds: list[int],
+def reach_cell(done: list[tuple[Run, dict, History]], target: float) -> str:
+    """Mean +- sd training time to ``target`` over the seeds that reached it (how many, if
+    not all)."""
+    reached = [t for t in (first_reach(h[3], h[1], target) for _, _, h in done)
+               if t is not None]
+    if not reached:
+        return "—"
+    return stat(reached, "{:.0f}") + ("" if len(reached) == len(done)
+                                      else f" ({len(reached)}/{len(done)} seeds)")
+
+
+def markdown(name: str, scale: str, seeds: list[int], ranks: int,
              by_row: dict[str, list[tuple[Run, dict, History]]]) -> str:
     table = TABLES[name]
     with_paper = any(row.paper for row in table.rows)
-    lines = [f"### {table.title}: scale `{scale}`, seeds {', '.join(map(str, seeds))}",
+    lines = [f"### {table.title}: scale `{scale}`, seeds {', '.join(map(str, seeds))}, "
+             f"{ranks} rank(s) per run",
              f"jobs/{table.config} with {' '.join(table.scales[scale]) or '(as is)'}", "",
              "| method | rel. L2 | rel. H1 | rel. L2 per seed | rel. L2, last step | steps "
-             "| time (s) |" + (" paper rel. L2 | paper rel. H1 | paper iterations "
-                               "| paper time (s) |" if with_paper else ""),
-             "|---" * (11 if with_paper else 7) + "|"]
+             "| time (s) |" + "".join(f" training time to {t:g} (s) |" for t in table.targets)
+             + (" paper rel. L2 | paper rel. H1 | paper iterations "
+                "| paper time (s) |" if with_paper else ""),
+             "|---" * (7 + len(table.targets) + (4 if with_paper else 0)) + "|"]
     notes = []
     for row in table.rows:
+        if row.name not in by_row:
+            continue
         done = by_row[row.name]
         s = [summary for _, summary, _ in done]
         per_seed = ", ".join(f"{r['rel_l2']:.3g}" for r in s)
         line = (f"| {row.name} | {stat([r['rel_l2'] for r in s])} "
                 f"| {stat([r['rel_h1'] for r in s])} | {per_seed} "
                 f"| {stat([h[1][-1] for _, _, h in done])} | {s[0]['steps']}"
-                f" | {stat([r['wall_time_s'] for r in s], '{:.0f}')} |")
+                f" | {stat([r['wall_time_s'] for r in s], '{:.0f}')} |"
+                + "".join(f" {reach_cell(done, t)} |" for t in table.targets))
         if with_paper:
             paper = row.paper or (None, None, None, None)
             line += (f" {paper_cell(paper[0], '{:.3g}')} | {paper_cell(paper[1], '{:.3g}')}"
@@ -295,6 +335,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks per run (default 1)")
+    p.add_argument("--rows", default=None, metavar="REGEX",
+                   help="only the rows whose name matches REGEX (default: all)")
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "reproduce")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -302,7 +344,8 @@ def main() -> None:
     if unknown:
         p.error(f"unknown table {unknown[0]!r} (allowed: {', '.join(TABLES)})")
     threads = max(1, (os.cpu_count() or 1) // (args.jobs * args.ranks))
-    runs = plan(args.tables, args.scale, args.seeds, args.root.resolve(), threads)
+    runs = plan(args.tables, args.scale, args.seeds, args.root.resolve(), threads,
+                args.ranks, args.rows)
     t0 = time.perf_counter()
     unique = {run.path: run for run in runs}
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -319,9 +362,13 @@ def main() -> None:
     histories = {path: history(path) for path in unique}
     for name in args.tables:
         by_row = {row.name: [(r, s, histories[r.path]) for r, s in zip(runs, summaries)
-                             if r.table == name and r.row is row] for row in TABLES[name].rows}
-        print(markdown(name, args.scale, args.seeds, by_row) + "\n")
-        figure(name, by_row, args.root / args.scale / f"{name}.png")
+                             if r.table == name and r.row is row]
+                  for row in selected(name, args.rows)}
+        if not any(by_row.values()):
+            continue
+        print(markdown(name, args.scale, args.seeds, args.ranks, by_row) + "\n")
+        on = "" if args.ranks == 1 else f"-n{args.ranks}"
+        figure(name, by_row, args.root / args.scale / f"{name}{on}.png")
         report["tables"][name] = {"overrides": list(TABLES[name].scales[args.scale]),
                                   "rows": {row: [{"seed": r.seed, "path": str(r.path), **s}
                                                  for r, s, _ in done]

@@ -15,12 +15,7 @@ import json
 from pathlib import Path
 
 from common import plot_errors, write_json
-from reproduce import history
-
-
-def first_reach(times: list[float], errors: list[float], target: float) -> float | None:
-    """Training time of the first evaluation at or below ``target`` (None if never)."""
-    return next((t for t, e in zip(times, errors) if e <= target), None)
+from reproduce import first_reach, history
 
 
 def main() -> None:

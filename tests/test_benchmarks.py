@@ -13,6 +13,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _module():
+    """benchmarks/reproduce.py imported as a module."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return reproduce
+
+
 def _reproduce(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "benchmarks/reproduce.py", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=900,
@@ -35,6 +45,9 @@ def test_reproduce_tabulates_runs_and_reuses_them(tmp_path):
     again = _reproduce(*args)
     assert again.returncode == 0 and "[start]" not in again.stdout
     assert again.stdout.count("[cached]") == 2
+    only = _reproduce(*args[:-2], "--rows", "^hyb")          # one row of the table
+    assert only.returncode == 0 and only.stdout.count("[cached]") == 1
+    assert "| hybrid |" in only.stdout and "| Ms-PINN |" not in only.stdout
     # time to accuracy of the same finished runs
     paths = {row: runs[0]["path"] for row, runs in rows.items()}
     tta = subprocess.run(
@@ -57,3 +70,49 @@ def test_reproduce_unknown_table_is_one_line():
     assert out.stderr.strip().splitlines()[-1].endswith(
         "unknown table 'table-9' (allowed: 1d-eps0_01, 1d-eps1_15, 2d, beyond-1d, beyond-2d, "
         "tta-1d-eps1_15, tta-1d-eps0_01)")
+
+
+def test_reproduce_runs_on_ranks_in_their_own_directories(tmp_path):
+    reproduce = _module()
+    one = reproduce.plan(["tta-1d-eps1_15"], "quick", [0, 1], tmp_path, 1)
+    two = reproduce.plan(["tta-1d-eps1_15"], "quick", [0, 1], tmp_path, 1, ranks=2,
+                         rows="Gauss-Newton")
+    assert len(one) == 2 * len(reproduce.TABLES["tta-1d-eps1_15"].rows)
+    assert [r.row.name for r in two[::2]] == [
+        "Ms-PINN, Gauss-Newton", "hybrid, Gauss-Newton",
+        "hybrid, Gauss-Newton, tau_2 continuation from 50 %"]
+    paths = {r.row.name: r.path for r in one}
+    for run in two:
+        assert run.path.parent.name == paths[run.row.name].parent.name + "-n2"
+        assert run.command(2)[1:3] == ["-n", "2"]
+
+
+def test_time_to_target_is_the_first_evaluation_reaching_it():
+    reproduce = _module()
+    times, errors = [1.0, 2.0, 3.0, 4.0], [0.5, 0.05, 0.2, 0.01]
+    assert reproduce.first_reach(times, errors, 0.1) == 2.0
+    assert reproduce.first_reach(times, errors, 0.01) == 4.0
+    assert reproduce.first_reach(times, errors, 1e-3) is None
+
+
+def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
+    import h5py
+    import numpy as np
+    t = (np.arange(200) + 0.5) / 200
+    x = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    bump = np.sin(np.pi * x[:, 0]) * np.sin(np.pi * x[:, 1])
+    wiggle = np.sin(2 * np.pi * 10 * x[:, 0])           # one period per box of 10 x 10
+    for name, error in (("coarse", 1e-2 * bump), ("fine", 1e-2 * wiggle)):
+        (tmp_path / name).mkdir()
+        with h5py.File(tmp_path / name / "fields.h5", "w") as f:
+            f["fine/coordinates"], f["fine/u"], f["fine/error"] = x, bump + 0.1 * wiggle, error
+    out = subprocess.run([sys.executable, "benchmarks/error_scales.py", str(tmp_path / "coarse"),
+                          str(tmp_path / "fine"), "--json", str(tmp_path / "s.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    coarse, fine = json.loads((tmp_path / "s.json").read_text())["runs"]
+    assert coarse["error_share"] > 0.95 and fine["error_share"] < 1e-3
+    assert coarse["u_share"] == fine["u_share"] and 0.9 < coarse["u_share"] < 1
+    missing = subprocess.run([sys.executable, "benchmarks/error_scales.py", str(tmp_path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "has no fields.h5" in missing.stderr.splitlines()[-1]

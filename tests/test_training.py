@@ -90,6 +90,28 @@ def test_short_run_on_a_smooth_1d_case_reaches_one_percent():
     assert MPI.COMM_WORLD.size == 1
 
 
+def test_best_iterate_has_the_smallest_fine_loss_with_its_boundary_term():
+    """With a soft boundary condition the best iterate minimises residual + tau_1 boundary
+    (3.24), not the residual alone: a constant offset of v has no residual."""
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, [
+        "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "train.steps=30",
+        "sampling.interior=200", "network.width=16", "network.features=8", "coarse.cells=20",
+        "loss.tau1=100", "train.eval_every=30", "reference.degree=1"])
+    trainer = Trainer(cfg, parallel.init("cpu"))
+    result = trainer.run()
+    fine = [row["residual"] + row["boundary"] for row in result.history]
+    assert result.best_loss == min(fine)
+    assert result.best_step == 1 + int(np.argmin(fine))
+    r, b = (result.history[result.best_step - 1][n] for n in ("residual", "boundary"))
+    assert b > 0
+    # a smaller residual with a larger sum is not better; a larger residual with a smaller sum is
+    trainer.keep_if_best({"step": 31, "residual": r / 2, "boundary": 10 * (r + b)})
+    assert trainer.best[:2] == (r + b, result.best_step)
+    trainer.keep_if_best({"step": 32, "residual": r + b / 2, "boundary": 0.0})
+    assert trainer.best[:2] == (r + b / 2, 32)
+
+
 @pytest.mark.parametrize("path", [*sorted(JOBS.glob("*.toml")), DEFAULT_RUN],
                          ids=lambda p: p.name)
 def test_job_files_and_the_default_run_load_and_build(path):
