@@ -12,9 +12,10 @@ in a directory of its own; ``--rows`` keeps the rows whose name matches). A run
 whose directory already holds a summary for the same resolved configuration is not repeated,
 so a table can be re-printed, or extended by seeds, without recomputing it. Each table is
 printed as Markdown (mean ± standard deviation over the seeds, the paper's numbers beside):
-rel. L2 and H1 errors of the best iterate (smallest fine-problem loss (3.24), the paper's rule), the
-rel. L2 error at the last step, steps and wall time (training and validation); the time
-tables add the training time (validation excluded) to each target error. The error
+rel. L2 and H1 errors of the best iterate (smallest fine-problem loss (3.24); with the hard
+boundary condition the residual alone, the paper's rule), the rel. L2 error at the last step,
+steps and wall time (training and validation); the time tables add the training time
+(validation excluded) to each target error. The error
 histories are plotted to ``<root>/<scale>/<table>.png`` (``<table>-n<R>.png`` on R ranks).
 
 Tables: ``1d-eps0_01`` and ``1d-eps1_15`` (paper Figs. 1-2: hybrid vs Ms-PINN), ``2d``
