@@ -183,6 +183,11 @@ class Run:
             else None
 
 
+def on_ranks(ranks: int) -> str:
+    """Suffix of the run directories and figures of runs on ``ranks`` ranks."""
+    return "" if ranks == 1 else f"-n{ranks}"
+
+
 def selected(name: str, rows: str | None) -> list[Row]:
     """The rows of a table whose name matches the regular expression ``rows`` (all if None)."""
     return [row for row in TABLES[name].rows if rows is None or re.search(rows, row.name)]
@@ -198,9 +203,9 @@ def plan(tables: list[str], scale: str, seeds: list[int], root: Path, threads: i
         for row in selected(name, rows):
             setting = [*table.scales[scale], *row.overrides]
             key = hashlib.sha1(" ".join([table.config, *setting]).encode()).hexdigest()[:10]
-            on = "" if ranks == 1 else f"-n{ranks}"
             for seed in seeds:
-                path = root / scale / f"{Path(table.config).stem}-{key}{on}" / f"seed{seed}"
+                path = (root / scale / f"{Path(table.config).stem}-{key}{on_ranks(ranks)}"
+                        / f"seed{seed}")
                 overrides = [*setting, f"network.seed={seed}", f"sampling.seed={seed}",
                              f"parallel.threads={threads}", "output.progress=log",
                              f"output.root={path.parent}", f"output.name={path.name}"]
@@ -368,8 +373,7 @@ def main() -> None:
         if not any(by_row.values()):
             continue
         print(markdown(name, args.scale, args.seeds, args.ranks, by_row) + "\n")
-        on = "" if args.ranks == 1 else f"-n{args.ranks}"
-        figure(name, by_row, args.root / args.scale / f"{name}{on}.png")
+        figure(name, by_row, args.root / args.scale / f"{name}{on_ranks(args.ranks)}.png")
         report["tables"][name] = {"overrides": list(TABLES[name].scales[args.scale]),
                                   "rows": {row: [{"seed": r.seed, "path": str(r.path), **s}
                                                  for r, s, _ in done]
