@@ -69,7 +69,7 @@ def test_reproduce_unknown_table_is_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(
         "unknown table 'table-9' (allowed: 1d-eps0_01, 1d-eps1_15, 2d, beyond-1d, beyond-2d, "
-        "tta-1d-eps1_15, tta-1d-eps0_01)")
+        "tta-1d-eps1_15, tta-1d-eps0_01, tta-2d)")
 
 
 def test_reproduce_runs_on_ranks_in_their_own_directories(tmp_path):
@@ -85,6 +85,24 @@ def test_reproduce_runs_on_ranks_in_their_own_directories(tmp_path):
     for run in two:
         assert run.path.parent.name == paths[run.row.name].parent.name + "-n2"
         assert run.command(2)[1:3] == ["-n", "2"]
+
+
+def test_2d_gauss_newton_rows_train_as_the_job_file():
+    """The Gauss-Newton rows of tta-2d are jobs/paper-2d.toml (220 steps; hybrid with tau_2
+    continuation over 40), whatever the scale: the table and the job file measure one thing."""
+    from parallel_ms import config
+    reproduce = _module()
+    table = reproduce.TABLES["tta-2d"]
+    job = reproduce.JOBS / "paper-2d.toml"
+    rows = {row.name: row for row in table.rows}
+    expected = {"Ms-PINN, Gauss-Newton (jobs/paper-2d.toml)": ["train.steps=220"],
+                "hybrid, Gauss-Newton, tau_2 continuation from 50 % (the default run)":
+                ["train.method=hybrid", "train.steps=40", "coupling.continuation=0.5"]}
+    for name, sets in expected.items():
+        for scale in ("reduced", "quick"):
+            got = config.load(reproduce.JOBS / table.config,
+                              [*table.scales[scale], *rows[name].overrides])
+            assert config.to_toml(got) == config.to_toml(config.load(job, sets)), (name, scale)
 
 
 def test_time_to_target_is_the_first_evaluation_reaching_it():
@@ -116,3 +134,37 @@ def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
     missing = subprocess.run([sys.executable, "benchmarks/error_scales.py", str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "has no fields.h5" in missing.stderr.splitlines()[-1]
+
+
+def test_iterate_average_continues_a_run_as_resume_does_without_writing_to_it(tmp_path):
+    """The continuation's iterates are the resumed run's (same errors at the same steps), the
+    average of one iterate is the iterate, and the run directory is left as it was."""
+    import csv
+    import shutil
+    run = [sys.executable, "-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15",
+           "--optimizer", "gauss-newton", "--dtype", "float64", "--steps", "4",
+           "--set", "network.width=8", "--set", "network.features=4",
+           "--set", "sampling.interior=300", "--set", "sampling.resample_every=1",
+           "--set", "output.fields=false", "--set", "reference.degree=1",
+           "--set", f"reference.cache_dir={tmp_path}/ref", "--set", f"output.root={tmp_path}",
+           "--set", "output.name=r"]
+    assert subprocess.run(run, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    shutil.copytree(tmp_path / "r", tmp_path / "resumed")
+    before = {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir()}
+    out = subprocess.run([sys.executable, "benchmarks/iterate_average.py", str(tmp_path / "r"),
+                          "--to", "6", "--every", "1", "--json", str(tmp_path / "a.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir()} == before
+    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == [5, 6] and "| 6 |" in out.stdout
+    assert rows[0]["rel_l2_average"] == rows[0]["rel_l2"]
+    assert rows[1]["rel_l2_average"] != rows[1]["rel_l2"]
+    resumed = subprocess.run([sys.executable, "-m", "parallel_ms", "run", "--resume",
+                              str(tmp_path / "resumed"), "--set", "train.steps=6",
+                              "--set", "train.eval_every=1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with open(tmp_path / "resumed" / "metrics.csv") as f:
+        l2 = {int(r["step"]): float(r["rel_l2"]) for r in csv.DictReader(f) if r["rel_l2"]}
+    assert [l2[5], l2[6]] == [r["rel_l2"] for r in rows]

@@ -10,7 +10,7 @@ from parallel_ms import config, parallel
 from parallel_ms.__main__ import DEFAULT_RUN
 from parallel_ms.errors import UserError
 from parallel_ms.training.balancing import GradNormBalancer
-from parallel_ms.training.optimizers import PlateauSwitch, make_adam
+from parallel_ms.training.optimizers import PlateauSwitch, global_loss, make_adam, make_lbfgs
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
@@ -73,6 +73,32 @@ def test_plateau_switch():
     sw = PlateauSwitch(window=10, tol=0.05)
     fired = [sw(1.0) for _ in range(20)]
     assert fired[-1] and not any(fired[:-1])
+
+
+def test_lbfgs_with_one_iteration_per_step_searches_its_line():
+    """lbfgs_max_iter = 1 (Adam -> L-BFGS in the time-to-accuracy tables): every step's strong
+    Wolfe search has evaluations to spend. With torch's default budget (1.25 per iteration)
+    it had none, returned a zero step for a larger loss (Rosenbrock: stuck at the start,
+    24.2) and the untested unit step for a NaN."""
+    x = torch.nn.Parameter(torch.tensor([-1.2, 1.0], dtype=torch.float64))
+    opt = make_lbfgs([x], config.OptimizerConfig(lbfgs_max_iter=1))
+
+    def rosenbrock() -> torch.Tensor:
+        return 100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = rosenbrock()
+        loss.backward()
+        return loss
+
+    losses = []
+    for _ in range(60):
+        opt.step(closure)
+        losses.append(float(rosenbrock().detach()))
+    assert all(b <= a for a, b in zip(losses, losses[1:]))
+    assert losses[-1] < 1e-10, losses[-1]
+    assert float(global_loss(torch.tensor(float("nan")))) == float("inf")
 
 
 def test_short_run_on_a_smooth_1d_case_reaches_one_percent():

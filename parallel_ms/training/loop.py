@@ -188,6 +188,15 @@ class Trainer:
                                           self.ctx.comm.allreduce(len(interior)),
                                           old.n_boundary))
 
+    def resample_if_due(self, step: int) -> None:
+        """The point set of ``step``: residual-based every ``sampling.adaptive_every`` steps,
+        fresh every ``sampling.resample_every`` steps."""
+        c = self.cfg.sampling
+        if c.adaptive_every and step % c.adaptive_every == 0:
+            self.resample(step // c.adaptive_every)
+        if c.resample_every and step % c.resample_every == 0:
+            self.resample(step // c.resample_every, adaptive=False)
+
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(replicated state, this rank's state): everything a bitwise resume needs."""
@@ -262,16 +271,15 @@ class Trainer:
         history = []
         stopped = False
         for step in range(self.current_step + 1, cfg.train.steps + 1):
-            if cfg.sampling.adaptive_every and step % cfg.sampling.adaptive_every == 0:
-                self.resample(step // cfg.sampling.adaptive_every)
-            if cfg.sampling.resample_every and step % cfg.sampling.resample_every == 0:
-                self.resample(step // cfg.sampling.resample_every, adaptive=False)
+            self.resample_if_due(step)
             row = self.step(step)
             bad = [f"the loss term '{n}' is {row[n]}" for n in self.s.objective.term_names
                    if not np.isfinite(row[n])]
             if not bad and not bool(torch.stack([torch.isfinite(p).all()
                                                  for p in self.params]).all()):
                 bad = ["the network parameters are not finite"]   # (replicas: same on all ranks)
+            if not bad and not np.isfinite(row["grad_norm"]):
+                bad = [f"the gradient norm is {row['grad_norm']}"]
             if bad:
                 raise Diverged(f"{bad[0]} at step {step}: the run diverged (try a smaller "
                                f"optimizer.lr or network.dtype=float64); the last checkpoint "
@@ -312,7 +320,11 @@ class Trainer:
         """Context: the network holds the best iterate inside: the smallest loss of the fine
         problem (3.24), residual + tau_1 boundary term, without the coupling (with the hard
         boundary condition the residual alone: the paper's rule)."""
-        return _Swap(self.s.net, self.best[2])
+        return self.holding(self.best[2])
+
+    def holding(self, state: dict[str, Any]) -> "_Swap":
+        """Context: the network holds the parameters ``state`` (a state_dict) inside."""
+        return _Swap(self.s.net, state)
 
     def best_errors(self) -> tuple[float, float]:
         if self._best_evaluated is not None and self._best_evaluated[0] == self.best[1]:

@@ -8,17 +8,25 @@ on every rank.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from mpi4py import MPI
 
 from parallel_ms.config import OptimizerConfig
 
 
+#: evaluations the strong Wolfe line search may take per L-BFGS iteration (torch's own max_ls)
+LINE_SEARCH_EVALS = 25
+
+
 def global_loss(local: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks of a scalar, bitwise identical on every rank."""
+    """Sum over ranks of a scalar, bitwise identical on every rank; +inf where it is not
+    finite, so that the strong Wolfe line search rejects the trial point and bisects (a NaN
+    passes its comparisons as acceptable)."""
     comm = MPI.COMM_WORLD
     value = comm.bcast(comm.allreduce(float(local.detach()), op=MPI.SUM), root=0)
-    return torch.tensor(value, dtype=local.dtype)
+    return torch.tensor(value if math.isfinite(value) else math.inf, dtype=local.dtype)
 
 
 def make_adam(params: list[torch.nn.Parameter], cfg: OptimizerConfig
@@ -29,7 +37,12 @@ def make_adam(params: list[torch.nn.Parameter], cfg: OptimizerConfig
 
 
 def make_lbfgs(params: list[torch.nn.Parameter], cfg: OptimizerConfig) -> torch.optim.LBFGS:
+    """L-BFGS with a strong Wolfe line search of up to LINE_SEARCH_EVALS evaluations in each
+    of its ``lbfgs_max_iter`` iterations per step. (torch's default budget, 1.25 evaluations
+    per iteration, leaves the search of ``max_iter = 1`` none: it then takes the step of
+    length ``lr`` untested, and a NaN or a larger loss there goes unnoticed.)"""
     return torch.optim.LBFGS(params, lr=cfg.lbfgs_lr, max_iter=cfg.lbfgs_max_iter,
+                             max_eval=cfg.lbfgs_max_iter * (LINE_SEARCH_EVALS + 1),
                              history_size=cfg.lbfgs_history, line_search_fn="strong_wolfe",
                              tolerance_grad=1e-12, tolerance_change=1e-15)
 
