@@ -50,7 +50,8 @@ def plot_errors(curves: dict[str, list[tuple[list[float], list[float]]]], title:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    beside = len(curves) > 5                    # many labels: the legend right of the axes
+    fig, ax = plt.subplots(figsize=(10.0 if beside else 6.4, 4.0))
     for i, (label, runs) in enumerate(curves.items()):
         for k, (xs, ys) in enumerate(runs):
             (ax.loglog if loglog else ax.semilogy)(xs, ys, color=f"C{i}", marker=".", alpha=0.8,
@@ -58,7 +59,8 @@ def plot_errors(curves: dict[str, list[tuple[list[float], list[float]]]], title:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("relative L2 error")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+                             if beside else {}))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

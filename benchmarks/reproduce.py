@@ -19,8 +19,8 @@ steps and wall time (training and validation); the time tables add the training 
 histories are plotted to ``<root>/<scale>/<table>.png`` (``<table>-n<R>.png`` on R ranks).
 
 Tables: ``1d-eps0_01`` and ``1d-eps1_15`` (paper Figs. 1-2: hybrid vs Ms-PINN), ``2d``
-(Table 1), ``beyond-1d`` and ``beyond-2d`` (L-BFGS after Adam, tau_2 continuation,
-residual-based resampling, block-tensor upscaling), ``tta-1d-eps1_15`` and ``tta-1d-eps0_01``
+(Table 1), ``beyond-1d`` and ``beyond-2d`` (tau_2 continuation, residual-based resampling,
+block-tensor upscaling), ``tta-1d-eps1_15`` and ``tta-1d-eps0_01``
 and ``tta-2d`` (time to accuracy: Adam, Adam -> L-BFGS, Gauss-Newton; Ms-FF and two-scale
 networks).
 Scales: ``paper`` (the job files as they are), ``reduced`` (what the results page reports on
@@ -126,17 +126,14 @@ TABLES = {
             ("train.method=hybrid", "coupling.continuation=0.5")),
         Row("hybrid, Adam, residual-based resampling every 100",
             ("train.method=hybrid", "sampling.adaptive_every=100")),
-        Row("hybrid, Adam -> L-BFGS (one iteration per step, switch_tol 0.5)",
-            ("train.method=hybrid", *LBFGS)),
-        Row("Ms-PINN, Adam (paper; the row of 1d-eps1_15)", ("train.method=pinn",)),
-        Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS))), SCALES_1D_115),
+        Row("Ms-PINN, Adam (paper; the row of 1d-eps1_15)", ("train.method=pinn",))),
+        SCALES_1D_115),
     "beyond-2d": Table("Beyond the paper: 2D, eps = 0.1, hybrid Ms-PINN", "paper-2d-adam.toml", (
         Row("isotropic K~, resampling (Table 1 row)", ("train.method=hybrid",)),
         Row("block-tensor K~, 5 x 5 blocks",
             ("train.method=hybrid", "coupling.upscaling=block-tensor", "coupling.blocks=[5,5]")),
-        Row("isotropic K~, fixed points", ("train.method=hybrid", "sampling.adaptive_every=0")),
-        Row("isotropic K~, fixed points, Adam -> L-BFGS",
-            ("train.method=hybrid", "sampling.adaptive_every=0", *LBFGS))), SCALES_2D),
+        Row("isotropic K~, fixed points", ("train.method=hybrid", "sampling.adaptive_every=0"))),
+        SCALES_2D),
     "tta-1d-eps1_15": Table("Time to accuracy: 1D, eps = 1/15", "paper-1d-eps1_15-adam.toml", (
         Row("Ms-PINN, Adam (paper)", ("train.method=pinn",)),
         Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS)),

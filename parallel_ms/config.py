@@ -70,7 +70,7 @@ class OptimizerConfig:
     decay_every: int = 1000         #: steps between learning-rate decays (Adam)
     lbfgs_lr: float = 1.0           #: L-BFGS step length (with its strong Wolfe line search)
     lbfgs_history: int = 50         #: L-BFGS curvature pairs kept
-    lbfgs_max_iter: int = 20        #: inner iterations per L-BFGS step
+    lbfgs_max_iter: int = 20        #: iterations per step (<= 25 line-search evaluations each)
     switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
     switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
     gn_solver: str = "cholesky"     #: Gauss-Newton step: cholesky (explicit J^T J, summed over

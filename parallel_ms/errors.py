@@ -16,7 +16,8 @@ class UserError(Exception):
 
 
 class Diverged(UserError):
-    """The training diverged (a non-finite loss term or parameter); the same on every rank."""
+    """The training diverged (a non-finite loss term, parameter or gradient norm); the same on
+    every rank."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, collective=True)
