@@ -39,8 +39,8 @@ def make_adam(params: list[torch.nn.Parameter], cfg: OptimizerConfig
 def make_lbfgs(params: list[torch.nn.Parameter], cfg: OptimizerConfig) -> torch.optim.LBFGS:
     """L-BFGS with a strong Wolfe line search of up to LINE_SEARCH_EVALS evaluations in each
     of its ``lbfgs_max_iter`` iterations per step. (torch's default budget, 1.25 evaluations
-    per iteration, leaves the search of ``max_iter = 1`` none: it then takes the step of
-    length ``lr`` untested, and a NaN or a larger loss there goes unnoticed.)"""
+    per iteration, leaves the search of ``max_iter = 1`` none: for a larger loss at the step
+    of length ``lr`` it then returns a zero step, for a NaN there the step itself.)"""
     return torch.optim.LBFGS(params, lr=cfg.lbfgs_lr, max_iter=cfg.lbfgs_max_iter,
                              max_eval=cfg.lbfgs_max_iter * (LINE_SEARCH_EVALS + 1),
                              history_size=cfg.lbfgs_history, line_search_fn="strong_wolfe",
