@@ -51,6 +51,9 @@ class SamplingConfig:
 @dataclass
 class LossConfig:
     tau1: float = 1.0               #: boundary weight tau_1 in (3.24)
+    tau_weak: float = 0.0           #: weight of the weak residual (r tested against coarse
+                                    #: hat functions; 0: off; docs/gauss-newton.md)
+    weak_cells: int = 10            #: ... its hat functions' cells per direction
     derivatives: str = "jet"        #: jet (fast forward path) | jet-compiled | autograd
 
 
@@ -176,18 +179,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 GAUSS_NEWTON = ("gauss-newton", "adam-gauss-newton")
 POSITIVE = ("network.width", "network.depth", "network.features", "network.harmonics",
-            "sampling.interior",
-            "optimizer.lr", "optimizer.decay", "optimizer.decay_every", "optimizer.lbfgs_lr",
-            "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter", "optimizer.switch_window",
-            "optimizer.gn_damping", "optimizer.cg_max_iter", "optimizer.cg_tol",
-            "balancing.every", "train.steps", "train.eval_every", "train.log_every",
-            "reference.degree", "problem.eps", "coarse.cells", "reference.resolution",
-            "coupling.delta", "coupling.refresh_every")
+            "sampling.interior", "optimizer.lr", "optimizer.decay", "optimizer.decay_every",
+            "optimizer.lbfgs_lr", "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter",
+            "optimizer.switch_window", "optimizer.gn_damping", "optimizer.cg_max_iter",
+            "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
+            "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
+            "loss.weak_cells", "reference.resolution", "coupling.delta",
+            "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "optimizer.gn_warmup",
-                "optimizer.line_search", "loss.tau1", "optimizer.switch_tol", "network.seed", "sampling.seed",
-                "coupling.tau2", "coupling.refresh_tol", "output.checkpoint_every",
-                "parallel.threads", "parallel.memory_per_rank")
+                "optimizer.line_search", "loss.tau1", "loss.tau_weak", "optimizer.switch_tol",
+                "network.seed", "sampling.seed", "coupling.tau2", "coupling.refresh_tol",
+                "output.checkpoint_every", "parallel.threads", "parallel.memory_per_rank")
 
 #: upper limits (callables: a limit may depend on the machine)
 UPPER: dict[str, Any] = {

@@ -17,6 +17,7 @@ WORLD = MPI.COMM_WORLD
 SMALL = ["sampling.interior=1200", "sampling.boundary=240", "network.width=24",
          "network.features=8", "coarse.cells=8", "network.dtype=float64",
          "train.eval_every=1000", "train.log_every=1000"]
+WEAK = ["loss.tau_weak=10", "loss.weak_cells=3"]          #: the weak residual term on
 
 
 def _serial_context():
@@ -50,7 +51,8 @@ def test_every_point_on_exactly_one_rank_and_rank_independent(dim, method):
 @pytest.mark.mpi
 @pytest.mark.parametrize("case,extra", [("paper-2d", []),
                                         ("paper-1d-eps1_15", ["network.hard_bc=true"]),
-                                        ("paper-2d", ["network.kind=mlp", "network.depth=3"])])
+                                        ("paper-2d", ["network.kind=mlp", "network.depth=3"]),
+                                        ("paper-2d", WEAK)])
 def test_n_rank_loss_and_gradient_equal_one_rank(case, extra):
     from parallel_ms.training.loop import Trainer
     cfg = config.load(None, SMALL + [f"problem.case={case}"] + extra)
@@ -84,9 +86,10 @@ def test_lbfgs_keeps_identical_parameters_on_all_ranks():
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("case", ["paper-2d", "paper-1d-eps1_15"])
-def test_taylor_test_passes(case):
-    cfg = config.load(None, SMALL + [f"problem.case={case}"])
+@pytest.mark.parametrize("case,extra", [("paper-2d", []), ("paper-1d-eps1_15", []),
+                                        ("paper-2d", WEAK), ("paper-1d-eps1_15", WEAK)])
+def test_taylor_test_passes(case, extra):
+    cfg = config.load(None, SMALL + [f"problem.case={case}"] + extra)
     s = build(cfg, parallel.init("cpu"))
     result = taylor_test(list(s.net.parameters()),
                          lambda: sum(s.objective.terms(s.forward).values()))

@@ -3,6 +3,8 @@
     J_PINN(v) = |Omega|/M sum_i r(x_i)^2 + tau_1 |dOmega|/M_b sum_b v(x_b)^2,
     r = -K_eps lap v - grad K_eps . grad v - f_eps,   f_eps = q + d_1 K_eps     (4.8)/(4.11)
 
+and, with ``loss.tau_weak > 0``, the weak residual ||Phi r||^2 (:mod:`.weak_residual`).
+
 M and M_b are the GLOBAL point counts, so each rank's terms are partial sums whose sum over
 ranks is the serial value for the same global point set. K_eps, grad K_eps and f_eps are
 evaluated once per point set.
@@ -19,6 +21,7 @@ from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.fine.derivatives import derivatives
 from parallel_ms.fine.sampling import Shard
 from parallel_ms.problems import Problem
+from parallel_ms.training.weak_residual import WeakResidual
 
 TERMS = ("residual", "boundary")
 
@@ -44,6 +47,8 @@ class PINNObjective:
         self.tau1 = tau1
         self.hard_bc = hard_bc
         self.coupling: Coupling | None = None
+        self.weak: WeakResidual | None = None
+        self._weak_args: tuple[int, float, Any] | None = None
         self.x_nodes = torch.empty((0, problem.dim), dtype=dtype, device=device)
         #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
         self.refresh_policy: Callable[[Any], bool] = lambda k: True
@@ -61,6 +66,10 @@ class PINNObjective:
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
+        if self._weak_args is not None:
+            self.weak = WeakResidual(shard.interior.reshape(-1, self.problem.dim),
+                                     shard.n_interior, *self._weak_args[:2], self.outputs,
+                                     self._weak_args[2])
         if self.coupling is not None:
             self.coupling.set_points(shard.interior, self.k, shard.n_interior)
 
@@ -76,19 +85,29 @@ class PINNObjective:
         self.x_nodes = torch.tensor(coupling.node_points, dtype=self.dtype,
                                        device=self.device)
 
+    def attach_weak(self, cells: int, tau: float, comm: Any) -> None:
+        """Add the weak residual tau_w ||Phi r||^2 on hat functions of ``cells`` cells per
+        direction (:mod:`.weak_residual`)."""
+        self._weak_args = (cells, tau, comm)
+        self.set_points(self.shard)
+
     @property
     def term_names(self) -> list[str]:
         return (["residual"] + ([] if self.hard_bc else ["boundary"])
+                + ([] if self.weak is None else ["weak"])
                 + ([] if self.coupling is None else ["coupling"]))
 
     def terms(self, forward: nn.Module) -> dict[str, torch.Tensor]:
-        """Local partial sums {residual, boundary} (boundary only with soft BCs) through
-        ``forward`` (a :class:`~parallel_ms.fine.model.PINNForward`, maybe DDP-wrapped)."""
+        """Local partial sums {residual, boundary, weak, coupling} (boundary only with soft
+        BCs, weak and coupling when attached) through ``forward`` (a
+        :class:`~parallel_ms.fine.model.PINNForward`, maybe DDP-wrapped)."""
         v, g, lap, v_b, v_nodes = forward(self.x_int, self.x_bnd, self.x_nodes)
         r = residual(self.k, self.grad_k, self.f, lap, g)
         out = {"residual": self.w_int * (r ** 2).sum()}
         if not self.hard_bc:
             out["boundary"] = self.w_bnd * (v_b ** 2).sum()
+        if self.weak is not None:
+            out["weak"] = self.weak.term(r)
         if self.coupling is not None:
             k_raw = self.coupling.k_global(g)
             if self.refresh_policy(k_raw):

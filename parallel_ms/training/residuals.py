@@ -5,6 +5,7 @@ On this rank's points the objective's terms are squared norms of residual vector
 
     interior  sqrt(lambda_r |Omega| / M) r(x_i),     r = -K lap v - grad K . grad v - f   (4.8)
     boundary  sqrt(lambda_b tau_1 |dOmega| / M_b) v(x_b)                (soft BCs only)
+    weak      sqrt(lambda_w) Phi r   (owned test functions; loss.tau_weak > 0: .weak_residual)
     coupling  sqrt(lambda_c tau_2 w_n) (Q v_i - y_i(K~(theta)))_n       (owned coarse dofs)
 
 with lambda the (frozen) balancing weights, so that J(theta) = sum over ranks of ||r||^2 is
@@ -54,16 +55,19 @@ class Linearization:
         self.outs = residuals.forward(objective.x_int, objective.x_bnd, objective.x_nodes)
         v, g, lap, v_b, v_nodes = self.outs
         self.scale = residuals.scales()
-        self.rows_graph = {"residual": self.scale["residual"]
-                           * residual(objective.k, objective.grad_k, objective.f, lap, g)}
+        r = residual(objective.k, objective.grad_k, objective.f, lap, g)
+        self.rows_graph = {"residual": self.scale["residual"] * r}
         if not objective.hard_bc:
             self.rows_graph["boundary"] = self.scale["boundary"] * v_b
+        self.r_graph = r
         coupling = objective.coupling
         if coupling is not None:
             coupling.refresh(coupling.k_global(g.detach()))   # y = y(K~(theta)): consistent
             self.coupling_rows = self.scale["coupling"] * coupling.rows(v.detach(),
                                                                         v_nodes.detach())
-        self.rows = {name: r.detach().reshape(-1) for name, r in self.rows_graph.items()}
+        self.rows = {name: t.detach().reshape(-1) for name, t in self.rows_graph.items()}
+        if objective.weak is not None:
+            self.rows["weak"] = self._scaled("weak", objective.weak.rows(r), v)
         if coupling is not None:
             self.rows["coupling"] = torch.as_tensor(self.coupling_rows, dtype=v.dtype,
                                                     device=v.device)
@@ -74,29 +78,31 @@ class Linearization:
         return {n: float(r @ r) / weights.get(n, 1.0) for n, r in self.rows.items()}
 
     def _network_rows(self, delta: torch.Tensor
-                      ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
-        """The PINN rows' J delta and the tangents (dv, d grad v, dv_nodes) the coupling
-        rows need (pure torch: vmap-able over directions)."""
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The PINN rows' J delta, the residual's change dr and the tangents (dv, d grad v,
+        dv_nodes) the coupling rows need (pure torch: vmap-able over directions)."""
         res = self.owner
         objective = res.objective
         dv, dg, dlap, dv_b, dv_nodes = jvp(res.outputs_of, res.primals(),
                                            unflatten(delta, res.params))[1]
-        rows = {"residual": (self.scale["residual"] * residual(
-            objective.k, objective.grad_k, torch.zeros_like(objective.f), dlap, dg)).reshape(-1)}
+        dr = residual(objective.k, objective.grad_k, torch.zeros_like(objective.f), dlap, dg)
+        rows = {"residual": (self.scale["residual"] * dr).reshape(-1)}
         if not objective.hard_bc:
             rows["boundary"] = (self.scale["boundary"] * dv_b).reshape(-1)
-        return rows, (dv, dg, dv_nodes)
+        return rows, dr, (dv, dg, dv_nodes)
 
-    def _coupling_rows(self, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-        """The coupling's tangent rows (NumPy, from :class:`Coupling`) scaled, as tensors."""
-        return self.scale["coupling"] * torch.as_tensor(rows, dtype=like.dtype,
-                                                        device=like.device)
+    def _scaled(self, term: str, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """Rows computed in NumPy (weak residual, coupling) scaled, as tensors."""
+        return self.scale[term] * torch.as_tensor(rows, dtype=like.dtype, device=like.device)
 
     def jvp(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows, tangents = self._network_rows(delta)
-        if self.owner.objective.coupling is not None:
-            rows["coupling"] = self._coupling_rows(
-                self.owner.objective.coupling.rows_tangent(*tangents), tangents[0])
+        rows, dr, tangents = self._network_rows(delta)
+        objective = self.owner.objective
+        if objective.weak is not None:
+            rows["weak"] = self._scaled("weak", objective.weak.rows(dr), dr)
+        if objective.coupling is not None:
+            rows["coupling"] = self._scaled(
+                "coupling", objective.coupling.rows_tangent(*tangents), tangents[0])
         return rows
 
     def jacobian(self, chunk: int) -> torch.Tensor:
@@ -108,21 +114,28 @@ class Linearization:
         values = {"interior": res.point_jacobian(o.x_int, chunk, jet=True)}
         dv, dg, dlap = values["interior"]
         ones = [1] * (dlap.dim() - 1)                         # ([outputs,] parameters)
-        rows = {"residual": self.scale["residual"] * (
-            -o.k.reshape(-1, *ones) * dlap
-            - (o.grad_k.reshape(*o.grad_k.shape, *ones) * dg).sum(1))}
+        dr = -o.k.reshape(-1, *ones) * dlap - (o.grad_k.reshape(*o.grad_k.shape, *ones)
+                                               * dg).sum(1)
+        rows = {"residual": self.scale["residual"] * dr}
         if not o.hard_bc:
             rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
+        if o.weak is not None:
+            rows["weak"] = self._scaled("weak", o.weak.rows_columns(dr), dr)
         if o.coupling is not None:
             (dv_nodes,) = res.point_jacobian(o.x_nodes, chunk)
-            rows["coupling"] = self._coupling_rows(
-                o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dv)
+            rows["coupling"] = self._scaled(
+                "coupling", o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dv)
         return torch.cat([rows[name].reshape(-1, dlap.shape[-1]) for name in self.rows])
 
     def vjp(self, u: dict[str, torch.Tensor]) -> torch.Tensor:
         v, g, _, _, v_nodes = self.outs
         pairing = sum((r.reshape(-1) * u[n]).sum() for n, r in self.rows_graph.items())
-        coupling = self.owner.objective.coupling
+        objective = self.owner.objective
+        if objective.weak is not None:
+            cr = objective.weak.cotangent(self.scale["weak"] * u["weak"].double().cpu().numpy())
+            pairing = pairing + (torch.as_tensor(cr, dtype=v.dtype, device=v.device)
+                                 .reshape(self.r_graph.shape) * self.r_graph).sum()
+        coupling = objective.coupling
         if coupling is not None:
             cv, cg, cn = coupling.rows_cotangent(self.scale["coupling"]
                                                  * u["coupling"].double().cpu().numpy(), g)
@@ -167,6 +180,7 @@ class Residuals:
         o, w = self.objective, self.weights
         return {"residual": math.sqrt(w.get("residual", 1.0) * o.w_int),
                 "boundary": math.sqrt(w.get("boundary", 1.0) * o.w_bnd),
+                "weak": math.sqrt(w.get("weak", 1.0)),
                 "coupling": math.sqrt(w.get("coupling", 1.0))}
 
     def primals(self) -> tuple[torch.Tensor, ...]:

@@ -45,6 +45,8 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     forward = PINNForward(net, cfg.loss.derivatives)
     objective = PINNObjective(problem, shard, DTYPES[cfg.network.dtype], ctx.device,
                               cfg.loss.tau1, cfg.network.hard_bc, outputs)
+    if cfg.loss.tau_weak > 0:
+        objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm)
     if cfg.train.method == "hybrid":
         objective.attach_coupling(Coupling(
             problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
