@@ -57,7 +57,7 @@ def test_jacobian_products_are_adjoint_and_match_finite_differences(case):
     jd = lin.jvp(delta)
     lhs, rhs = _dot(jd, u), float(parallel.allreduce_sum(lin.vjp(u)) @ delta)
     # rounding of a sum of products is relative to ||J delta|| ||u||, not to the (cancelling)
-    # sum itself: a wrong adjoint is off by O(1) of that scale
+    # sum itself: a wrong adjoint is off by about <J delta, u> itself, orders above that
     scale = (_dot(jd, jd) * _dot(u, u)) ** 0.5
     assert abs(lhs - rhs) <= 1e-12 * scale, (lhs, rhs, scale)
     # the explicit Jacobian times delta is J delta

@@ -14,10 +14,27 @@ from __future__ import annotations
 
 import firedrake as fd
 import numpy as np
+import torch
 from petsc4py import PETSc
 
 from parallel_ms.coarse.mesh import vertex_coordinates
 from parallel_ms.errors import UserError
+
+
+def sparse_dense_product(mat: PETSc.Mat, columns: np.ndarray) -> np.ndarray:
+    """``mat`` (distributed AIJ, rows x points) times the P columns of this rank's block
+    ``columns`` (local points, P): this rank's rows of the product, (owned rows, P), by one
+    MatMatMult. PETSc's dense storage is column-major: the block is transposed by torch's
+    blocked copy (NumPy's ``asfortranarray`` of a large block is far slower)."""
+    fortran = torch.from_numpy(np.ascontiguousarray(columns, dtype=PETSc.ScalarType)
+                               ).T.contiguous().numpy().T
+    dense = PETSc.Mat().createDense((mat.getSizes()[1], (PETSc.DECIDE, fortran.shape[1])),
+                                    array=fortran, comm=mat.getComm())
+    product = mat.matMult(dense)
+    out = product.getDenseArray().copy()
+    dense.destroy()
+    product.destroy()
+    return out
 
 
 def _structured_index(x: np.ndarray, n: int) -> np.ndarray:
@@ -99,14 +116,7 @@ class Compression:
     def apply_columns(self, v_points: np.ndarray, v_nodes: np.ndarray) -> np.ndarray:
         """:meth:`apply` to the P columns of v_points (m, P) and v_nodes (owned nodes, P) at
         once: one sparse-dense product (MatMatMult) instead of P products."""
-        comm = self.Q.getComm()
-        dense = PETSc.Mat().createDense(
-            (self.Q.getSizes()[1], (PETSc.DECIDE, v_points.shape[1])),
-            array=np.asfortranarray(v_points, dtype=PETSc.ScalarType), comm=comm)
-        product = self.Q.matMult(dense)
-        out = product.getDenseArray().copy()
-        dense.destroy()
-        product.destroy()
+        out = sparse_dense_product(self.Q, v_points)
         return np.where(self.near_boundary[:, None], v_nodes, out)
 
     def transpose(self, e_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,7 @@ class PINNObjective:
         self.hard_bc = hard_bc
         self.coupling: Coupling | None = None
         self.weak: WeakResidual | None = None
-        self._weak_args: tuple[int, float, Any] | None = None
+        self._weak_of: Callable[[Shard], WeakResidual] | None = None
         self.x_nodes = torch.empty((0, problem.dim), dtype=dtype, device=device)
         #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
         self.refresh_policy: Callable[[Any], bool] = lambda k: True
@@ -66,10 +66,8 @@ class PINNObjective:
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
-        if self._weak_args is not None:
-            self.weak = WeakResidual(shard.interior.reshape(-1, self.problem.dim),
-                                     shard.n_interior, *self._weak_args[:2], self.outputs,
-                                     self._weak_args[2])
+        if self._weak_of is not None:
+            self.weak = self._weak_of(shard)
         if self.coupling is not None:
             self.coupling.set_points(shard.interior, self.k, shard.n_interior)
 
@@ -88,7 +86,9 @@ class PINNObjective:
     def attach_weak(self, cells: int, tau: float, comm: Any) -> None:
         """Add the weak residual tau_w ||Phi r||^2 on hat functions of ``cells`` cells per
         direction (:mod:`.weak_residual`)."""
-        self._weak_args = (cells, tau, comm)
+        self._weak_of = lambda shard: WeakResidual(
+            shard.interior.reshape(-1, self.problem.dim), shard.n_interior, cells, tau,
+            self.outputs, comm)
         self.set_points(self.shard)
 
     @property

@@ -63,14 +63,12 @@ class Linearization:
         coupling = objective.coupling
         if coupling is not None:
             coupling.refresh(coupling.k_global(g.detach()))   # y = y(K~(theta)): consistent
-            self.coupling_rows = self.scale["coupling"] * coupling.rows(v.detach(),
-                                                                        v_nodes.detach())
         self.rows = {name: t.detach().reshape(-1) for name, t in self.rows_graph.items()}
         if objective.weak is not None:
             self.rows["weak"] = self._scaled("weak", objective.weak.rows(r), v)
         if coupling is not None:
-            self.rows["coupling"] = torch.as_tensor(self.coupling_rows, dtype=v.dtype,
-                                                    device=v.device)
+            self.rows["coupling"] = self._scaled(
+                "coupling", coupling.rows(v.detach(), v_nodes.detach()), v)
 
     def local_terms(self) -> dict[str, float]:
         """This rank's ||rows||^2 per term, without the balancing weights."""
