@@ -66,3 +66,18 @@ def plot_errors(curves: dict[str, list[tuple[list[float], list[float]]]], title:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     print(f"wrote {out}")
+
+
+def continued(run: Path, overrides: list[str]) -> Any:
+    """A trainer holding a finished run's last checkpoint (read only: the run directory is not
+    written), its config.toml with ``overrides``; R ranks for a run made on R ranks (the
+    checkpoint is per rank)."""
+    from parallel_ms import config, parallel
+    from parallel_ms.commands.run import CHECKPOINT
+    from parallel_ms.io import checkpoint
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(run / "config.toml", overrides)
+    ctx = parallel.init(cfg.parallel.device)
+    trainer = Trainer(cfg, ctx)
+    trainer.load_state_dict(*checkpoint.read(run / CHECKPOINT, ctx.comm)[:2])
+    return trainer

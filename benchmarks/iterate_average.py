@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from common import write_json
+from common import continued, write_json
 
 
 def average(mean: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor],
@@ -36,14 +36,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    from parallel_ms import config, parallel
-    from parallel_ms.io import checkpoint
-    from parallel_ms.commands.run import CHECKPOINT
-    from parallel_ms.training.loop import Trainer
-    cfg = config.load(args.run / "config.toml", args.set)
-    ctx = parallel.init(cfg.parallel.device)
-    trainer = Trainer(cfg, ctx)
-    trainer.load_state_dict(*checkpoint.read(args.run / CHECKPOINT, ctx.comm)[:2])
+    from parallel_ms import parallel
+    trainer = continued(args.run, args.set)
     start = trainer.current_step
     parallel.print0(f"{args.run} from step {start} to {args.to}, "
                     f"{' '.join(args.set) or 'its own config'}\n\n"
@@ -64,7 +58,7 @@ def main() -> int:
             rows.append(out)
             parallel.print0(f"| {step} | {row['residual']:.3g} | {l2:.3g} | {h1:.3g} "
                             f"| {l2_avg:.3g} | {h1_avg:.3g} |")
-    if ctx.is_root:
+    if trainer.ctx.is_root:
         write_json(args.json, {"run": str(args.run), "from": start, "overrides": args.set,
                                "rows": rows})
     return 0

@@ -1,5 +1,6 @@
 """Time to accuracy of finished runs: relative L2 error against training time, one curve per
-run, and the training time at which each run first reached each target error.
+run (runs with the same LABEL, e.g. the seeds of one method, share a colour), and the
+training time at which each run first reached each target error.
 
     .venv/bin/python benchmarks/time_to_accuracy.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
         [--targets 0.1 0.05 0.0128] [--title T] [--out FIG.png] [--json F]
@@ -26,17 +27,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="figure (PNG)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    runs: dict[str, Path] = {}
+    runs: list[tuple[str, Path]] = []
     for item in args.runs:
         label, sep, path = item.rpartition("=")
         if not sep or not label or not (Path(path) / "metrics.csv").is_file():
             p.error(f"'{item}' is not LABEL=RUN_DIR with RUN_DIR/metrics.csv")
-        runs[label] = Path(path)
+        runs.append((label, Path(path)))
     rows = []
     print("| run | ranks | steps | training time (s) | last rel. L2 | smallest rel. L2 | "
           + " | ".join(f"time to {t:g} (s)" for t in args.targets) + " |")
     print("|---" * (6 + len(args.targets)) + "|")
-    for label, path in runs.items():
+    for label, path in runs:
         steps, errors, _, times = history(path)
         summary = json.loads((path / "summary.json").read_text())
         reach = [first_reach(times, errors, t) for t in args.targets]
@@ -48,7 +49,10 @@ def main() -> None:
               f"{min(errors):.3g} | "
               + " | ".join("—" if r is None else f"{r:.0f}" for r in reach) + " |")
     if args.out:
-        plot_errors({r["label"]: [(r["train_time"], r["rel_l2"])] for r in rows}, args.title,
+        curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+        for r in rows:
+            curves.setdefault(r["label"], []).append((r["train_time"], r["rel_l2"]))
+        plot_errors(curves, args.title,
                     "training time (s), validation excluded", args.out, loglog=True)
     write_json(args.json, {"targets": args.targets, "runs": rows})
 

@@ -46,6 +46,8 @@ class SamplingConfig:
     adaptive_beta: float = 1.0      #: density ~ |r|^beta / mean + c
     adaptive_c: float = 1.0         #: ... the constant c of that density
     resample_every: int = 0         #: fresh uniform/Sobol interior points every T steps (0: off)
+    validation: int = 0             #: interior points of a fixed set on which the best iterate
+                                    #: is chosen (0: each step's own points, the paper's rule)
 
 
 @dataclass
@@ -187,8 +189,9 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "loss.weak_cells", "reference.resolution", "coupling.delta",
             "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
-                "sampling.adaptive_c", "sampling.resample_every", "optimizer.gn_warmup",
-                "optimizer.line_search", "loss.tau1", "loss.tau_weak", "optimizer.switch_tol",
+                "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",
+                "optimizer.gn_warmup", "optimizer.line_search", "loss.tau1", "loss.tau_weak",
+                "optimizer.switch_tol",
                 "network.seed", "sampling.seed", "coupling.tau2", "coupling.refresh_tol",
                 "output.checkpoint_every", "parallel.threads", "parallel.memory_per_rank")
 

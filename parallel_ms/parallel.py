@@ -199,6 +199,7 @@ def run_main(main: Callable[[], int | None]) -> int:
             if MPI.COMM_WORLD.rank == 0:
                 sys.stderr.write(f"parallel_ms: error: {err}\n")
             sys.stderr.flush()
+            finalize()       # every rank is here: tear down together, not at interpreter exit
             return 2
         _report("parallel_ms: error: ", str(err))
         _abort_all(2)

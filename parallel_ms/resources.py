@@ -160,6 +160,10 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
                     float(cells + 1) ** dim * COARSE_PER_VERTEX / ranks, "coarse.cells"),
            Estimate(f"the collocation points ({points:.3g} per rank)", points * per_point,
                     "sampling.interior / sampling.boundary")]
+    if cfg.sampling.validation:
+        share = cfg.sampling.validation / ranks
+        out.append(Estimate(f"the validation points ({share:.3g} per rank)", share * per_point,
+                            "sampling.validation"))
     if hybrid:
         delta = cfg.coupling.delta or problem.eps
         ball = (delta * cells + 1) if dim == 1 else math.pi * (delta * cells / 2) ** 2 + 1

@@ -38,12 +38,15 @@ def run_mpi(n: int, args: list[str], timeout: float = 120.0,
 
 
 def bounds_inactive(s):
-    """Shrink the network output (K~ -> the Voigt mean) and widen the Reuss/Voigt bounds of a
+    """Shrink the network output (K~ -> the Voigt mean; with a hard boundary condition the
+    output of the wrapped network) and widen the Reuss/Voigt bounds of a
     hybrid setup so that nothing is clipped: a point where the projection is the identity."""
     import torch
+    from parallel_ms.fine.networks import HardBoundary
+    net = s.net.net if isinstance(s.net, HardBoundary) else s.net   # l(x) N(x): scale N
     with torch.no_grad():
-        s.net.output.weight.mul_(0.1)
-        s.net.output.bias.mul_(0.1)
+        net.output.weight.mul_(0.1)
+        net.output.bias.mul_(0.1)
     up = s.objective.coupling.upscaling
     up.reuss, up.voigt = 0.5 * up.reuss, 2.0 * up.voigt
     return s

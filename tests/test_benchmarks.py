@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,12 +54,13 @@ def test_reproduce_tabulates_runs_and_reuses_them(tmp_path):
     paths = {row: runs[0]["path"] for row, runs in rows.items()}
     tta = subprocess.run(
         [sys.executable, "benchmarks/time_to_accuracy.py",
-         *[f"{row}={path}" for row, path in paths.items()], "--targets", "1e9", "0",
+         *[f"{row}={path}" for row, path in paths.items()], f"hybrid={paths['hybrid']}",
+         "--targets", "1e9", "0",
          "--out", str(tmp_path / "tta.png"), "--json", str(tmp_path / "tta.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert tta.returncode == 0, tta.stdout + tta.stderr
     out = json.loads((tmp_path / "tta.json").read_text())["runs"]
-    assert [r["label"] for r in out] == list(paths)
+    assert [r["label"] for r in out] == [*paths, "hybrid"]   # a label may repeat (seeds)
     for r in out:      # every error is <= 1e9 (reached at the first evaluation), none is <= 0
         assert r["time_to"] == {"1000000000.0": r["train_time"][0], "0.0": None}
         assert r["steps"][-1] == 60 and r["ranks"] == 1
@@ -136,13 +139,12 @@ def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
     assert missing.returncode == 2 and "has no fields.h5" in missing.stderr.splitlines()[-1]
 
 
-def test_iterate_average_continues_a_run_as_resume_does_without_writing_to_it(tmp_path):
-    """The continuation's iterates are the resumed run's (same errors at the same steps), the
-    average of one iterate is the iterate, and the run directory is left as it was."""
-    import csv
+def _continue(tmp_path, steps, script, *args):
+    """A small Gauss-Newton run of ``steps`` steps with fresh points every step (and a copy of
+    it, "resumed"), then ``script`` continuing it: its output; the run is left as it was."""
     import shutil
     run = [sys.executable, "-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15",
-           "--optimizer", "gauss-newton", "--dtype", "float64", "--steps", "4",
+           "--optimizer", "gauss-newton", "--dtype", "float64", "--steps", str(steps),
            "--set", "network.width=8", "--set", "network.features=4",
            "--set", "sampling.interior=300", "--set", "sampling.resample_every=1",
            "--set", "output.fields=false", "--set", "reference.degree=1",
@@ -151,20 +153,55 @@ def test_iterate_average_continues_a_run_as_resume_does_without_writing_to_it(tm
     assert subprocess.run(run, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     shutil.copytree(tmp_path / "r", tmp_path / "resumed")
     before = {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir()}
-    out = subprocess.run([sys.executable, "benchmarks/iterate_average.py", str(tmp_path / "r"),
-                          "--to", "6", "--every", "1", "--json", str(tmp_path / "a.json")],
+    out = subprocess.run([sys.executable, f"benchmarks/{script}", str(tmp_path / "r"), *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert {f.name: f.read_bytes() for f in (tmp_path / "r").iterdir()} == before
+    return out
+
+
+def _resumed_metrics(tmp_path, steps, *sets):
+    """metrics.csv of the copy resumed to ``steps`` with an evaluation every step."""
+    import csv
+    resumed = subprocess.run([sys.executable, "-m", "parallel_ms", "run", "--resume",
+                              str(tmp_path / "resumed"), "--set", f"train.steps={steps}",
+                              "--set", "train.eval_every=1", *sets],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with open(tmp_path / "resumed" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_iterate_average_continues_a_run_as_resume_does_without_writing_to_it(tmp_path):
+    """The continuation's iterates are the resumed run's (same errors at the same steps), the
+    average of one iterate is the iterate, and the run directory is left as it was."""
+    out = _continue(tmp_path, 4, "iterate_average.py", "--to", "6", "--every", "1",
+                    "--json", str(tmp_path / "a.json"))
     rows = json.loads((tmp_path / "a.json").read_text())["rows"]
     assert [r["step"] for r in rows] == [5, 6] and "| 6 |" in out.stdout
     assert rows[0]["rel_l2_average"] == rows[0]["rel_l2"]
     assert rows[1]["rel_l2_average"] != rows[1]["rel_l2"]
-    resumed = subprocess.run([sys.executable, "-m", "parallel_ms", "run", "--resume",
-                              str(tmp_path / "resumed"), "--set", "train.steps=6",
-                              "--set", "train.eval_every=1"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    with open(tmp_path / "resumed" / "metrics.csv") as f:
-        l2 = {int(r["step"]): float(r["rel_l2"]) for r in csv.DictReader(f) if r["rel_l2"]}
+    l2 = {int(r["step"]): float(r["rel_l2"]) for r in _resumed_metrics(tmp_path, 6)
+          if r["rel_l2"]}
     assert [l2[5], l2[6]] == [r["rel_l2"] for r in rows]
+
+
+def test_best_iterate_records_the_resumed_runs_losses_and_picks_each_rules_minimum(tmp_path):
+    """best_iterate.py's continuation is the resumed run's: its own-points and validation
+    losses and errors are those a run resumed with the same sampling.validation logs; each
+    rule picks the step of its smallest loss; the run directory is left as it was."""
+    _continue(tmp_path, 3, "best_iterate.py", "--to", "7", "--validation", "400",
+              "--json", str(tmp_path / "b.json"))
+    data = json.loads((tmp_path / "b.json").read_text())
+    rows = data["rows"]
+    assert [r["step"] for r in rows] == [4, 5, 6, 7]
+    for rule in ("own", "validation", "weak"):
+        assert data["picks"][rule]["step"] == min(rows, key=lambda r: r[rule])["step"]
+        assert all(r[rule] > 0 for r in rows)
+    logged = _resumed_metrics(tmp_path, 7, "--set", "sampling.validation=400")
+    assert [r["validation"] for r in logged[:3]] == ["", "", ""]    # the column added on resume
+    for r, mine in zip(logged[3:], rows, strict=True):
+        assert float(r["validation"]) == pytest.approx(mine["validation"], rel=1e-12)
+        assert float(r["residual"]) + float(r["boundary"]) == pytest.approx(mine["own"],
+                                                                          rel=1e-12)
+        assert float(r["rel_l2"]) == mine["rel_l2"]

@@ -25,6 +25,7 @@ CASES = {
     "pinn-1d-two-scale": ["problem.case=paper-1d-eps0_01", "network.kind=two-scale",
                           "network.harmonics=2", "coarse.cells=250", "coupling.delta=0.01"],
     "hybrid-isotropic": HYBRID_2D,
+    "hybrid-isotropic-hard-bc": HYBRID_2D + ["network.hard_bc=true"],   # the default run's
     "hybrid-k12-k22": HYBRID_2D + ["coupling.k12=0.1", "coupling.k22=1.5"],
     "hybrid-block-tensor": HYBRID_2D + ["coupling.upscaling=block-tensor",
                                         "coupling.blocks=[2,2]", "coupling.tau2=1e4"],

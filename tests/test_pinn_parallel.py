@@ -115,3 +115,37 @@ def test_adaptive_resampling_follows_the_residual_and_is_rank_independent():
     assert abs(len(everything) - 4000) < 300
     near = np.linalg.norm(everything - [0.3, 0.6], axis=1) < 0.1
     assert near.mean() > 5 * np.pi * 0.1 ** 2  # far denser than uniform near the peak
+
+
+@pytest.mark.mpi
+def test_validation_loss_is_the_fine_loss_at_a_fixed_rank_independent_point_set():
+    """``sampling.validation``: the best iterate of a run with fresh points every step is the
+    one with the smallest fine-problem loss (3.24) at a fixed validation set, drawn once from
+    its own stream: the same global set on any number of ranks, not the training points; its
+    value is the mean of r^2 at those points (computed with all of them on one rank) plus the
+    boundary term."""
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, SMALL + [
+        "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "sampling.interior=300",
+        "sampling.validation=500", "sampling.resample_every=1", "train.steps=6",
+        "optimizer.lr=1e-2", "train.eval_every=6", "reference.degree=1",
+        "reference.resolution=200"])
+    trainer = Trainer(cfg, parallel.init("cpu"))
+    result = trainer.run()
+    validation = [row["validation"] for row in result.history]
+    assert result.best_loss == min(validation)
+    assert result.best_step == 1 + int(np.argmin(validation))
+    assert validation != [row["residual"] + row["boundary"] for row in result.history]
+
+    serial = build(cfg, _serial_context())
+    points = _all_points(trainer.s.validation.shard.interior)
+    everything = _all_points(serial.validation.shard.interior, MPI.COMM_SELF)
+    np.testing.assert_allclose(points, everything, atol=1e-14)
+    assert abs(len(everything) - 500) < 30
+    training = _all_points(serial.objective.shard.interior, MPI.COMM_SELF)
+    assert not np.isin(everything.round(12), training.round(12)).any()
+
+    serial.net.load_state_dict(trainer.s.net.state_dict())    # the last iterate
+    r = serial.objective.pointwise_residual(serial.net, everything)
+    boundary = float(serial.objective.terms(serial.forward)["boundary"].detach())
+    assert validation[-1] == pytest.approx(float(np.mean(r ** 2)) + boundary, rel=1e-12)

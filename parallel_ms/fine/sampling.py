@@ -26,6 +26,7 @@ METHODS = ("uniform", "sobol")
 _GRID = float(2 ** 24)  # centroid rounding for the cell seeds
 # random streams besides the interior sampling rounds 0, 1, 2, ...
 _BOUNDARY_STREAM = 2 ** 31 - 1
+_VALIDATION_STREAM = 2 ** 31 - 2
 _KEEP_STREAM = 2 ** 30
 
 
@@ -120,6 +121,12 @@ def interior_sample(mesh: object, n_interior: int, method: str, seed: int,
     """This rank's share of the global interior point set of sampling round ``round_``."""
     return np.concatenate(interior_points(mesh, n_interior, method, seed, round_) or
                           [np.empty((0, mesh.geometric_dimension))])  # type: ignore
+
+
+def validation_sample(mesh: object, n_interior: int, method: str, seed: int) -> np.ndarray:
+    """This rank's share of the fixed validation point set (its own random stream, drawn once):
+    interior points on which the best iterate is chosen (``sampling.validation``)."""
+    return interior_sample(mesh, n_interior, method, seed, _VALIDATION_STREAM)
 
 
 def sample(mesh: object, n_interior: int, n_boundary: int, method: str, seed: int,

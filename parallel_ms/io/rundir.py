@@ -60,25 +60,35 @@ class RunDirectory:
             self._write_summary()
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append one step to metrics.csv (columns fixed by the first row; later keys such as
-        the errors appear in the columns reserved for them)."""
+        """Append one step to metrics.csv (columns fixed by the first row; the errors appear in
+        the columns reserved for them; a key the header lacks, as after a resume with a new
+        setting, adds its column)."""
         if not self.is_root:
             return
         if self._writer is None:
             self._start_csv(list(row) + [k for k in ("rel_l2", "rel_h1") if k not in row])
+        new = [k for k in row if k not in self._writer.fieldnames]  # type: ignore[union-attr]
+        if new:                      # e.g. a run resumed with sampling.validation set
+            self._rewrite(new)
         self._writer.writerow(row)  # type: ignore[union-attr]
         self._csv.flush()  # type: ignore[union-attr]
 
     def resume_metrics(self, step: int) -> None:
         """Continue metrics.csv after ``step`` (rows written after the checkpoint are dropped:
         the resumed run writes them again)."""
-        if not self.is_root or not (self.path / "metrics.csv").exists():
-            return
+        if self.is_root and (self.path / "metrics.csv").exists():
+            self._rewrite([], step)
+
+    def _rewrite(self, new: list[str], last: int | None = None) -> None:
+        """Rewrite metrics.csv with the columns ``new`` added, keeping its rows up to step
+        ``last`` (all if None)."""
+        if self._csv is not None:
+            self._csv.close()
         with open(self.path / "metrics.csv", newline="") as f:
             reader = csv.DictReader(f)
             fields = list(reader.fieldnames or [])
-            rows = [r for r in reader if int(r["step"]) <= step]
-        self._start_csv(fields)
+            rows = [r for r in reader if last is None or int(r["step"]) <= last]
+        self._start_csv(fields + new)
         self._writer.writerows(rows)  # type: ignore[union-attr]
         self._csv.flush()  # type: ignore[union-attr]
 

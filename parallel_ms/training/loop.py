@@ -284,6 +284,8 @@ class Trainer:
                 raise Diverged(f"{bad[0]} at step {step}: the run diverged (try a smaller "
                                f"optimizer.lr or network.dtype=float64); the last checkpoint "
                                f"is kept")
+            if self.s.validation is not None:
+                row["validation"] = self.validation_loss()
             self.keep_if_best(row)
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 t0 = time.perf_counter()
@@ -307,11 +309,21 @@ class Trainer:
         return Result(self.current_step, self.best[1], self.best[0], rel_l2, rel_h1,
                       self._elapsed(), history, self.k11_best, stopped)
 
+    def validation_loss(self) -> float:
+        """The fine-problem loss (3.24), residual + tau_1 boundary term, of the current iterate
+        at the fixed validation points (``sampling.validation``), summed over ranks."""
+        terms = self.s.validation.terms(self.s.forward)  # type: ignore[union-attr]
+        return float(parallel.allreduce_sum(np.array([float(t.detach())
+                                                      for t in terms.values()])).sum())
+
     def keep_if_best(self, row: dict[str, Any]) -> None:
         """Keep the current iterate (its step's ``row``) if its fine-problem loss (3.24),
         residual + tau_1 boundary term without the coupling, is the smallest so far: with a
-        soft boundary condition the residual alone does not see a constant offset of v."""
-        fine_loss = row["residual"] + row.get("boundary", 0.0)
+        soft boundary condition the residual alone does not see a constant offset of v. The
+        loss at the validation points when there are (``row["validation"]``, no in-sample
+        bias), else at the step's own (after a Gauss-Newton step, the points it was just
+        fitted to)."""
+        fine_loss = row.get("validation", row["residual"] + row.get("boundary", 0.0))
         if fine_loss < self.best[0]:
             self.best = (fine_loss, row["step"], copy.deepcopy(self.s.net.state_dict()))
             self.k11_best = row.get("k11")
@@ -319,7 +331,8 @@ class Trainer:
     def best_iterate(self) -> "_Swap":
         """Context: the network holds the best iterate inside: the smallest loss of the fine
         problem (3.24), residual + tau_1 boundary term, without the coupling (with the hard
-        boundary condition the residual alone: the paper's rule)."""
+        boundary condition the residual alone: the paper's rule), at the validation points
+        when there are (:meth:`keep_if_best`)."""
         return self.holding(self.best[2])
 
     def holding(self, state: dict[str, Any]) -> "_Swap":

@@ -11,7 +11,7 @@ from parallel_ms.config import Config
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
-from parallel_ms.fine.sampling import sample
+from parallel_ms.fine.sampling import Shard, sample, validation_sample
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.problems import Problem, get_case
 from parallel_ms.training.objective import PINNObjective
@@ -27,6 +27,8 @@ class Setup:
     net: nn.Module
     forward: PINNForward
     objective: PINNObjective
+    #: the fine problem's terms on the fixed validation points (``sampling.validation``)
+    validation: PINNObjective | None = None
 
 
 def build(cfg: Config, ctx: ParallelContext) -> Setup:
@@ -43,15 +45,23 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     outputs = 2 if cfg.train.method == "hybrid" and c.upscaling == "block-tensor" else 1
     net = build_network(cfg.network, problem, outputs).to(ctx.device)
     forward = PINNForward(net, cfg.loss.derivatives)
-    objective = PINNObjective(problem, shard, DTYPES[cfg.network.dtype], ctx.device,
-                              cfg.loss.tau1, cfg.network.hard_bc, outputs)
+    fine = lambda points: PINNObjective(  # noqa: E731
+        problem, points, DTYPES[cfg.network.dtype], ctx.device, cfg.loss.tau1,
+        cfg.network.hard_bc, outputs)
+    objective = fine(shard)
+    validation = None
+    if cfg.sampling.validation:
+        points = validation_sample(mesh, cfg.sampling.validation, cfg.sampling.method,
+                                   cfg.sampling.seed)
+        validation = fine(Shard(points, shard.boundary, ctx.comm.allreduce(len(points)),
+                                shard.n_boundary))
     if cfg.loss.tau_weak > 0:
         objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm)
     if cfg.train.method == "hybrid":
         objective.attach_coupling(Coupling(
             problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
             c.delta or problem.eps, c.tau2, c.weights, c.k12, c.k22, c.upscaling, c.blocks))
-    return Setup(problem, mesh, net, forward, objective)
+    return Setup(problem, mesh, net, forward, objective, validation)
 
 
 def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
