@@ -15,10 +15,26 @@ from __future__ import annotations
 import firedrake as fd
 import numpy as np
 import torch
+from mpi4py import MPI
 from petsc4py import PETSc
 
 from parallel_ms.coarse.mesh import vertex_coordinates
 from parallel_ms.errors import UserError
+
+
+def points_matrix(rows: np.ndarray, columns: np.ndarray, values: np.ndarray | float,
+                  n_rows: int, m_local: int, comm: MPI.Comm) -> PETSc.Mat:
+    """A distributed AIJ matrix, ``n_rows`` rows (owned as PETSc decides) x the global point
+    set (this rank: ``m_local`` columns), from this rank's entries (global row, global column,
+    value); entries of rows another rank owns are sent there, repeated entries are summed."""
+    mat = PETSc.Mat().createAIJ(((PETSc.DECIDE, n_rows), (m_local, comm.allreduce(m_local))),
+                                comm=comm)
+    mat.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+    mat.setUp()
+    for row, col, value in zip(rows, columns, np.broadcast_to(values, np.shape(rows))):
+        mat.setValue(int(row), int(col), float(value), addv=PETSc.InsertMode.ADD_VALUES)
+    mat.assemble()
+    return mat
 
 
 def sparse_dense_product(mat: PETSc.Mat, columns: np.ndarray) -> np.ndarray:
@@ -52,7 +68,6 @@ class Compression:
         self.V, self.delta = V, delta
         n_nodes = (n + 1) ** dim
         m_local = len(points)
-        m_global = comm.allreduce(m_local)
         offset = comm.exscan(m_local) or 0
         # -- C: structured nodes x points, rows for the nodes within delta/2 of each point
         r = delta / 2
@@ -67,14 +82,9 @@ class Compression:
             keep = nodes[near & interior]
             rows.append(_structured_index(keep, n))
             cols.append(np.full(len(keep), offset + i))
-        rows_a = np.concatenate(rows or [np.empty(0, int)]).astype(PETSc.IntType)
-        cols_a = np.concatenate(cols or [np.empty(0, int)]).astype(PETSc.IntType)
-        C = PETSc.Mat().createAIJ(((PETSc.DECIDE, n_nodes), (m_local, m_global)), comm=comm)
-        C.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
-        C.setUp()
-        for row, col in zip(rows_a, cols_a):
-            C.setValue(row, col, 1.0, addv=PETSc.InsertMode.ADD_VALUES)
-        C.assemble()
+        C = points_matrix(np.concatenate(rows or [np.empty(0, int)]),
+                          np.concatenate(cols or [np.empty(0, int)]), 1.0, n_nodes, m_local,
+                          comm)
         ones, counts = C.createVecs()
         ones.set(1.0)
         C.mult(ones, counts)                      # points per node

@@ -27,9 +27,8 @@ import math
 import numpy as np
 import torch
 from mpi4py import MPI
-from petsc4py import PETSc
 
-from parallel_ms.coupling.compression import sparse_dense_product
+from parallel_ms.coupling.compression import points_matrix, sparse_dense_product
 
 
 def hat_values(points: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,16 +59,10 @@ class WeakResidual:
         offset = comm.exscan(m_local) or 0
         scale = math.sqrt(tau * cells ** dim) / n_global
         nodes, values = hat_values(points, cells)
-        phi = PETSc.Mat().createAIJ(((PETSc.DECIDE, (cells + 1) ** dim),
-                                     (m_local, comm.allreduce(m_local))), comm=comm)
-        phi.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
-        phi.setUp()
-        for i, (row, value) in enumerate(zip(nodes, values)):
-            for r, v in zip(row, value):
-                phi.setValue(int(r), offset + i, scale * v, addv=PETSc.InsertMode.ADD_VALUES)
-        phi.assemble()
-        self.phi = phi
-        self.point_vec, self.node_vec = phi.createVecRight(), phi.createVecLeft()
+        columns = np.broadcast_to(offset + np.arange(m_local)[:, None], nodes.shape)
+        self.phi = points_matrix(nodes.ravel(), columns.ravel(), scale * values.ravel(),
+                                 (cells + 1) ** dim, m_local, comm)
+        self.point_vec, self.node_vec = self.phi.createVecRight(), self.phi.createVecLeft()
 
     @staticmethod
     def _columns(r: torch.Tensor) -> np.ndarray:
