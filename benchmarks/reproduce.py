@@ -164,7 +164,7 @@ TABLES = {
         Row("Ms-PINN, Adam -> L-BFGS", ("train.method=pinn", *LBFGS_AT_1000)),
         Row("hybrid, Adam -> L-BFGS", ("train.method=hybrid", *LBFGS_AT_1000)),
         Row("Ms-PINN, Gauss-Newton (jobs/paper-2d.toml)",
-            ("train.method=pinn", *GN_2D, "train.steps=220")),
+            ("train.method=pinn", *GN_2D, "optimizer.gn_momentum=0.9", "train.steps=220")),
         Row("hybrid, Gauss-Newton, tau_2 continuation from 50 % (the default run)",
             ("train.method=hybrid", *GN_2D, "train.steps=40", "coupling.continuation=0.5"))),
         SCALES_TTA_2D, "Gauss-Newton rows keep their own point and step counts at every scale "

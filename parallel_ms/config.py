@@ -81,6 +81,8 @@ class OptimizerConfig:
     gn_solver: str = "cholesky"     #: Gauss-Newton step: cholesky (explicit J^T J, summed over
                                     #: ranks, P x P) | cg (matrix-free conjugate gradients)
     gn_damping: float = 1e-3        #: Gauss-Newton: initial Levenberg-Marquardt damping lambda
+    gn_momentum: float = 0.0        #: Gauss-Newton momentum mu (SPRING): the step is drawn
+                                    #: towards mu x the previous one (0: off; docs/gauss-newton.md)
     gn_warmup: int = 1000           #: adam-gauss-newton: Adam steps before Gauss-Newton
     cg_max_iter: int = 100          #: CG iterations per Gauss-Newton step (cap)
     cg_tol: float = 1e-4            #: ... until ||CG residual|| <= cg_tol ||J^T r||
@@ -194,6 +196,9 @@ NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adapti
                 "optimizer.switch_tol",
                 "network.seed", "sampling.seed", "coupling.tau2", "coupling.refresh_tol",
                 "output.checkpoint_every", "parallel.threads", "parallel.memory_per_rank")
+
+#: fractions in [0, 1)
+UNIT_INTERVAL = ("balancing.alpha", "coupling.continuation", "optimizer.gn_momentum")
 
 #: upper limits (callables: a limit may depend on the machine)
 UPPER: dict[str, Any] = {
@@ -352,8 +357,9 @@ def validate(cfg: Config) -> None:
     for key, most in UPPER.items():
         if get(key) > most():
             raise _error(key, get(key), f"<= {most()}")
-    if not 0 <= cfg.balancing.alpha < 1:
-        raise _error("balancing.alpha", cfg.balancing.alpha, "0 <= alpha < 1")
+    for key in UNIT_INTERVAL:
+        if not 0 <= get(key) < 1:
+            raise _error(key, get(key), "0 <= value < 1")
     if cfg.network.sigmas is not None and (not cfg.network.sigmas
                                             or min(cfg.network.sigmas) <= 0):
         raise _error("network.sigmas", cfg.network.sigmas, "a non-empty list of values > 0")
@@ -366,8 +372,6 @@ def validate(cfg: Config) -> None:
     if cfg.coupling.upscaling == "block-tensor" and cfg.coupling.k22 is not None:
         raise _error("coupling.k22", cfg.coupling.k22,
                      "none with coupling.upscaling = 'block-tensor' (it upscales all entries)")
-    if not 0 <= cfg.coupling.continuation < 1:
-        raise _error("coupling.continuation", cfg.coupling.continuation, "0 <= value < 1")
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")

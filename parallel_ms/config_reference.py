@@ -53,6 +53,8 @@ def _allowed(key: str) -> str:
         rules.append("> 0")
     if key in config.NON_NEGATIVE:
         rules.append(">= 0")
+    if key in config.UNIT_INTERVAL:
+        rules.append("0 <= value < 1")
     if key in config.UPPER:
         rules.append(f"<= {config.UPPER[key]()}" if key != "parallel.threads"
                      else "<= the node's cores")

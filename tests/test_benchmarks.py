@@ -100,7 +100,8 @@ def test_2d_gauss_newton_rows_train_as_the_job_file():
     rows = {row.name: row for row in table.rows}
     expected = {"Ms-PINN, Gauss-Newton (jobs/paper-2d.toml)": ["train.steps=220"],
                 "hybrid, Gauss-Newton, tau_2 continuation from 50 % (the default run)":
-                ["train.method=hybrid", "train.steps=40", "coupling.continuation=0.5"]}
+                ["train.method=hybrid", "train.steps=40", "coupling.continuation=0.5",
+                 "optimizer.gn_momentum=0"]}
     for name, sets in expected.items():
         for scale in ("reduced", "quick"):
             got = config.load(reproduce.JOBS / table.config,

@@ -10,6 +10,7 @@ from mpi4py import MPI
 
 from conftest import bounds_inactive
 from parallel_ms import config, parallel
+from parallel_ms.training import gauss_newton
 from parallel_ms.training.gauss_newton import GaussNewton, conjugate_gradients, normal_matrix
 from parallel_ms.training.residuals import Residuals, unflatten
 from parallel_ms.training.setup import build
@@ -134,16 +135,18 @@ def _flat(s):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("case,solver", [("pinn-2d", "cholesky"), ("hybrid-isotropic", "cholesky"),
-                                         ("hybrid-isotropic", "cg"), ("pinn-2d-weak", "cholesky"),
-                                         ("pinn-2d-weak", "cg")])
-def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, solver):
+@pytest.mark.parametrize("case,solver,extra", [
+    ("pinn-2d", "cholesky", []), ("hybrid-isotropic", "cholesky", []),
+    ("hybrid-isotropic", "cg", []), ("pinn-2d-weak", "cholesky", []), ("pinn-2d-weak", "cg", []),
+    ("pinn-2d", "cholesky", ["optimizer.gn_momentum=0.9"]),
+    ("hybrid-isotropic", "cg", ["optimizer.gn_momentum=0.9"])])
+def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, solver, extra):
     """Every rank takes the same steps (same damping, CG iterations, accept/reject): bitwise
     equal parameters after 10 steps. The n-rank step equals the 1-rank step for the same
     global points to 1e-10. (CG is held to 5 iterations here: longer Krylov solves of these
     ill-conditioned systems amplify the summation order's rounding, as a different BLAS
     thread count does on one rank; see docs/gauss-newton.md.)"""
-    cfg = config.load(None, SMALL + CASES[case] + [
+    cfg = config.load(None, SMALL + CASES[case] + extra + [
         "optimizer.kind=gauss-newton", f"optimizer.gn_solver={solver}", "optimizer.cg_max_iter=5"])
     steps = {}
     for ctx in (parallel.init("cpu"), _serial_context()):
@@ -163,3 +166,43 @@ def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, so
     assert float((dn - d1).norm() / d1.norm()) < 1e-10
     assert info_n["accepted"] == info_1["accepted"] and info_n["cg_iters"] == info_1["cg_iters"]
     assert info_n["loss"] == pytest.approx(info_1["loss"], rel=1e-8)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_momentum_step_solves_the_spring_system(solver, monkeypatch):
+    """With momentum mu the step is (J^T J + lambda I)^-1 (-J^T r + lambda mu s'), s' the
+    previous accepted step (docs/gauss-newton.md), from J formed here (summed over ranks);
+    CG (tested on its own above) is handed that right-hand side and s' as warm start."""
+    mu = 0.9
+    cfg = config.load(None, SMALL + CASES["pinn-2d"] + [
+        "optimizer.kind=gauss-newton", f"optimizer.gn_solver={solver}",
+        f"optimizer.gn_momentum={mu}", "optimizer.gn_damping=10", "optimizer.cg_max_iter=20"])
+    s = build(cfg, parallel.init("cpu"))
+    res = Residuals(s.objective, s.forward)
+    gn = GaussNewton(res, cfg.optimizer)
+    assert gn.step()["accepted"] and gn.previous is not None
+    previous, damping, theta1 = gn.previous.clone(), gn.damping, _flat(s)
+    lin = res.linearize()
+    jac = lin.jacobian(gn.chunk)
+    gram = parallel.allreduce_sum(jac.T @ jac)
+    g = parallel.allreduce_sum(jac.T @ torch.cat(list(lin.rows.values())))
+    rhs = -g + damping * mu * previous
+    calls = []
+    solve = gauss_newton.conjugate_gradients
+    monkeypatch.setattr(gauss_newton, "conjugate_gradients",
+                        lambda *args: calls.append(args) or solve(*args))
+    info = gn.step()
+    assert info["accepted"]
+    taken = _flat(s) - theta1
+    torch.testing.assert_close(gn.previous, taken, rtol=1e-10,      # (theta + s) - theta
+                               atol=1e-12 * float(taken.abs().max()))
+    if solver == "cg":
+        _, b, lam, x0, _, _ = calls[0]
+        assert lam == damping and torch.equal(x0, previous)
+        torch.testing.assert_close(b, rhs, rtol=1e-10, atol=1e-10 * float(g.norm()))
+        return
+    expected = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), rhs)
+    assert float((taken - expected).norm() / expected.norm()) < 1e-8
+    plain = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), -g)
+    assert float((plain - expected).norm() / expected.norm()) > 1e-4      # momentum matters

@@ -40,7 +40,7 @@ def _network(path):
      "--set", "optimizer.lbfgs_max_iter=4"],
     ["--method", "hybrid", "--case", "paper-2d", "--optimizer", "adam-gauss-newton",
      "--set", "optimizer.gn_warmup=2", "--set", "optimizer.gn_solver=cg",
-     "--set", "sampling.resample_every=3"],
+     "--set", "sampling.resample_every=3", "--set", "optimizer.gn_momentum=0.5"],
 ], ids=["hybrid-adam", "pinn-lbfgs", "hybrid-adam-gauss-newton"])
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(mpiexec, tmp_path, extra,
                                                              monkeypatch):

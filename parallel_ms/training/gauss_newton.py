@@ -13,7 +13,17 @@ the global loss along s, and the damping adapted by the gain ratio
     rho = (J(theta) - J(theta + a s)) / (J(theta) - ||r + a J s||^2)
 
 (Nielsen: lambda <- lambda max(1/3, 1 - (2 rho - 1)^3) on acceptance, lambda <- nu lambda,
-nu <- 2 nu on rejection). Every vector that decides anything is summed over ranks bitwise
+nu <- 2 nu on rejection). With momentum mu > 0 (SPRING: Goldshlager, Abrahamsen & Lin 2024;
+for PINNs Guzman-Cordero et al. 2025) the step minimises ||r + J s||^2 + lambda ||s - mu s'||^2,
+s' the previous accepted step:
+
+    (J^T J + lambda I) s = -g + lambda mu s'                        (Gauss-Newton + momentum)
+
+which keeps the directions the points determine well (eigenvalues of J^T J above lambda) a
+Gauss-Newton step and averages the others over about 1 / (1 - mu) steps: with fresh points
+every step, their noise averages out while a consistent drift adds up. A momentum step that
+is not a descent direction of this step's loss, or that the line search rejects, is retried
+without momentum. Every vector that decides anything is summed over ranks bitwise
 identically on every rank (:func:`parallel.allreduce_replicated`), so every rank computes the
 same CG iterates, the same step length, the same accept/reject decision and the same damping:
 the replicas stay bitwise equal without a broadcast of the parameters. Memory: a few
@@ -104,7 +114,8 @@ class GaussNewton:
         self.params = residuals.params
         self.cfg = cfg
         self.damping, self.nu = cfg.gn_damping, 2.0
-        self.warm: torch.Tensor | None = None
+        #: the previous accepted step s': CG's warm start and the momentum's direction
+        self.previous: torch.Tensor | None = None
         n = sum(p.numel() for p in self.params)
         o = residuals.objective
         #: points per reverse-mode pass of the explicit Jacobian (~256 MB of per-point rows)
@@ -156,22 +167,37 @@ class GaussNewton:
             return None
         return trial, new_loss, (loss - new_loss) / predicted if predicted > 0 else 0.0
 
+    def _rhs(self, g: torch.Tensor, momentum: bool) -> torch.Tensor:
+        """-g, plus lambda mu s' with momentum (the right-hand side above)."""
+        if not momentum:
+            return -g
+        return -g + (self.damping * self.cfg.gn_momentum) * self.previous
+
+    def _momentum_tries(self) -> tuple[bool, ...]:
+        """With momentum and a previous step: first with it, then without."""
+        return (True, False) if self.cfg.gn_momentum > 0 and self.previous is not None \
+            else (False,)
+
     def _solve_cg(self, lin: Linearization, g: torch.Tensor, theta0: torch.Tensor,
                   loss: float) -> tuple[Any, int, float]:
         """Matrix-free: one CG solve, then Armijo backtracking along its step."""
-        cfg = self.cfg
-        cg = conjugate_gradients(lambda p: self._jt(lin, lin.jvp(p)), -g, self.damping,
-                                 self.warm, cfg.cg_tol, cfg.cg_max_iter)
-        s, alpha = cg.x, 1.0
-        gs, sjjs = float(g @ s), float(s @ cg.jtj_x)
-        for _ in range(cfg.line_search + 1):
-            out = self._trial(theta0, alpha * s, loss, alpha * gs,
-                              -(2 * alpha * gs + alpha ** 2 * sjjs))
-            if out is not None:
-                self.warm = alpha * s
-                return out, cg.iterations, alpha
-            alpha *= 0.5
-        return None, cg.iterations, 0.0
+        cfg, iterations = self.cfg, 0
+        for momentum in self._momentum_tries():
+            cg = conjugate_gradients(lambda p: self._jt(lin, lin.jvp(p)), self._rhs(g, momentum),
+                                     self.damping, self.previous, cfg.cg_tol, cfg.cg_max_iter)
+            iterations += cg.iterations
+            s, alpha = cg.x, 1.0
+            gs, sjjs = float(g @ s), float(s @ cg.jtj_x)
+            if gs >= 0:                         # a momentum step that does not descend
+                continue
+            for _ in range(cfg.line_search + 1):
+                out = self._trial(theta0, alpha * s, loss, alpha * gs,
+                                  -(2 * alpha * gs + alpha ** 2 * sjjs))
+                if out is not None:
+                    self.previous = alpha * s
+                    return out, iterations, alpha
+                alpha *= 0.5
+        return None, iterations, 0.0
 
     def _solve_cholesky(self, lin: Linearization, theta0: torch.Tensor, loss: float
                         ) -> tuple[Any, torch.Tensor]:
@@ -184,16 +210,24 @@ class GaussNewton:
         g = self._sum(jac.T @ r)
         del jac
         eye = torch.eye(len(g), dtype=g.dtype, device=g.device)
-        for _ in range(self.cfg.line_search + 1):
+        tries = list(self._momentum_tries())
+        attempts = 0
+        while attempts <= self.cfg.line_search:
             factor, info = torch.linalg.cholesky_ex(gram + self.damping * eye)
             if int(info) == 0:
-                s = torch.cholesky_solve(-g[:, None], factor)[:, 0]
+                s = torch.cholesky_solve(self._rhs(g, tries[0])[:, None], factor)[:, 0]
                 gs = float(g @ s)
-                out = self._trial(theta0, s, loss, gs, -(2 * gs + float(s @ (gram @ s))))
+                out = self._trial(theta0, s, loss, gs, -(2 * gs + float(s @ (gram @ s)))) \
+                    if gs < 0 else None
                 if out is not None:
+                    self.previous = s
                     return out, g
+                if len(tries) > 1:              # retry without momentum, same damping
+                    tries.pop(0)
+                    continue
             self.damping *= self.nu             # not positive definite, or rejected
             self.nu *= 2
+            attempts += 1
         return None, g
 
     def step(self) -> dict[str, Any]:
@@ -219,7 +253,7 @@ class GaussNewton:
             if self.cfg.gn_solver == "cg":
                 self.damping *= self.nu
                 self.nu *= 2
-            self.warm, new_loss, rho = None, loss, float("nan")
+            self.previous, new_loss, rho = None, loss, float("nan")
             trial = self.residuals.linearize()   # the trials moved the coupling's state
         self._lin = trial
         self.damping = min(max(self.damping, DAMPING_RANGE[0]), DAMPING_RANGE[1])
@@ -229,8 +263,9 @@ class GaussNewton:
 
     # ---- checkpoint ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"damping": self.damping, "nu": self.nu, "warm": self.warm}
+        return {"damping": self.damping, "nu": self.nu, "previous": self.previous}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.damping, self.nu, self.warm = state["damping"], state["nu"], state["warm"]
+        self.damping, self.nu = state["damping"], state["nu"]
+        self.previous = state.get("previous", state.get("warm"))   # "warm": before momentum
         self.invalidate()
