@@ -210,20 +210,19 @@ class GaussNewton:
         g = self._sum(jac.T @ r)
         del jac
         eye = torch.eye(len(g), dtype=g.dtype, device=g.device)
-        tries = list(self._momentum_tries())
-        attempts = 0
+        momentum, attempts = self._momentum_tries()[0], 0
         while attempts <= self.cfg.line_search:
             factor, info = torch.linalg.cholesky_ex(gram + self.damping * eye)
             if int(info) == 0:
-                s = torch.cholesky_solve(self._rhs(g, tries[0])[:, None], factor)[:, 0]
+                s = torch.cholesky_solve(self._rhs(g, momentum)[:, None], factor)[:, 0]
                 gs = float(g @ s)
                 out = self._trial(theta0, s, loss, gs, -(2 * gs + float(s @ (gram @ s)))) \
                     if gs < 0 else None
                 if out is not None:
                     self.previous = s
                     return out, g
-                if len(tries) > 1:              # retry without momentum, same damping
-                    tries.pop(0)
+                if momentum:                    # retry without momentum, same damping
+                    momentum = False
                     continue
             self.damping *= self.nu             # not positive definite, or rejected
             self.nu *= 2
