@@ -168,26 +168,36 @@ def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, so
     assert info_n["loss"] == pytest.approx(info_1["loss"], rel=1e-8)
 
 
+MU = 0.9
+
+
+def _after_one_momentum_step(solver):
+    """A Gauss-Newton optimizer with momentum MU after its first (accepted, momentum-free)
+    step, and the explicit G = J^T J and g = J^T r at its parameters (summed over ranks)."""
+    cfg = config.load(None, SMALL + CASES["pinn-2d"] + [
+        "optimizer.kind=gauss-newton", f"optimizer.gn_solver={solver}",
+        f"optimizer.gn_momentum={MU}", "optimizer.gn_damping=10", "optimizer.cg_max_iter=20"])
+    s = build(cfg, parallel.init("cpu"))
+    res = Residuals(s.objective, s.forward)
+    gn = GaussNewton(res, cfg.optimizer)
+    first = gn.step()
+    assert first["accepted"] and gn.previous is not None and first["momentum"] == 0  # no s' yet
+    lin = res.linearize()
+    jac = lin.jacobian(gn.chunk)
+    gram = parallel.allreduce_sum(jac.T @ jac)
+    g = parallel.allreduce_sum(jac.T @ torch.cat(list(lin.rows.values())))
+    return s, gn, gram, g
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_momentum_step_solves_the_spring_system(solver, monkeypatch):
     """With momentum mu the step is (J^T J + lambda I)^-1 (-J^T r + lambda mu s'), s' the
     previous accepted step (docs/gauss-newton.md), from J formed here (summed over ranks);
     CG (tested on its own above) is handed that right-hand side and s' as warm start."""
-    mu = 0.9
-    cfg = config.load(None, SMALL + CASES["pinn-2d"] + [
-        "optimizer.kind=gauss-newton", f"optimizer.gn_solver={solver}",
-        f"optimizer.gn_momentum={mu}", "optimizer.gn_damping=10", "optimizer.cg_max_iter=20"])
-    s = build(cfg, parallel.init("cpu"))
-    res = Residuals(s.objective, s.forward)
-    gn = GaussNewton(res, cfg.optimizer)
-    assert gn.step()["accepted"] and gn.previous is not None
+    s, gn, gram, g = _after_one_momentum_step(solver)
     previous, damping, theta1 = gn.previous.clone(), gn.damping, _flat(s)
-    lin = res.linearize()
-    jac = lin.jacobian(gn.chunk)
-    gram = parallel.allreduce_sum(jac.T @ jac)
-    g = parallel.allreduce_sum(jac.T @ torch.cat(list(lin.rows.values())))
-    rhs = -g + damping * mu * previous
+    rhs = -g + damping * MU * previous
     calls = []
     solve = gauss_newton.conjugate_gradients
     monkeypatch.setattr(gauss_newton, "conjugate_gradients",
@@ -204,5 +214,32 @@ def test_momentum_step_solves_the_spring_system(solver, monkeypatch):
         return
     expected = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), rhs)
     assert float((taken - expected).norm() / expected.norm()) < 1e-8
+    assert (info["momentum"], info["trials"]) == (1, 1)   # the momentum step, at its first trial
     plain = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), -g)
     assert float((plain - expected).norm() / expected.norm()) > 1e-4      # momentum matters
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_rejected_momentum_step_is_solved_again_without_momentum(solver, monkeypatch):
+    """A momentum step the line search rejects (Cholesky: its full step; CG: every
+    backtracking trial) is solved again without momentum at the same damping, and the step's
+    statistics say so: no momentum, one trial more than were rejected."""
+    s, gn, gram, g = _after_one_momentum_step(solver)
+    damping, theta1 = gn.damping, _flat(s)
+    rejected = 1 if solver == "cholesky" else gn.cfg.line_search + 1
+    trial, outcomes, solves = gn._trial, [], []
+    monkeypatch.setattr(gn, "_trial", lambda *args: outcomes.append(trial(*args))
+                        or (None if len(outcomes) <= rejected else outcomes[-1]))
+    solve = gauss_newton.conjugate_gradients
+    monkeypatch.setattr(gauss_newton, "conjugate_gradients",
+                        lambda *args: solves.append(args) or solve(*args))
+    info = gn.step()
+    assert info["accepted"] and (info["momentum"], info["trials"]) == (0, rejected + 1)
+    taken = _flat(s) - theta1
+    if solver == "cg":
+        assert len(solves) == 2 and solves[1][2] == damping
+        torch.testing.assert_close(solves[1][1], -g, rtol=1e-10, atol=1e-10 * float(g.norm()))
+        return
+    plain = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), -g)
+    assert float((taken - plain).norm() / plain.norm()) < 1e-8

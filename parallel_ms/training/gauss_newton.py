@@ -122,6 +122,8 @@ class GaussNewton:
         self.chunk = max(1, 2 ** 25 // (n * (o.problem.dim + 2) * o.outputs))
         self._lin: Linearization | None = None
         self._lin_key: Any = None
+        #: this step's loss evaluations at trial points, and whether the accepted step had momentum
+        self.trials, self.with_momentum = 0, False
 
     # ---- global quantities (bitwise equal on every rank) -------------------------------
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,6 +163,7 @@ class GaussNewton:
         """Evaluate theta0 + step; (its linearization, loss, gain ratio) if it decreases the
         loss sufficiently (Armijo), else None (the parameters are then left at the trial)."""
         self._set(theta0 + step)
+        self.trials += 1
         trial = self.residuals.linearize()
         new_loss = self._loss(trial)
         if not (math.isfinite(new_loss) and new_loss <= loss + ARMIJO * 2 * gs):
@@ -183,6 +186,9 @@ class GaussNewton:
         """Matrix-free: one CG solve, then Armijo backtracking along its step."""
         cfg, iterations = self.cfg, 0
         for momentum in self._momentum_tries():
+            if self.trials:     # the rejected trials moved the parameters under lin's graph
+                self._set(theta0)
+                lin = self.residuals.linearize()
             cg = conjugate_gradients(lambda p: self._jt(lin, lin.jvp(p)), self._rhs(g, momentum),
                                      self.damping, self.previous, cfg.cg_tol, cfg.cg_max_iter)
             iterations += cg.iterations
@@ -194,7 +200,7 @@ class GaussNewton:
                 out = self._trial(theta0, alpha * s, loss, alpha * gs,
                                   -(2 * alpha * gs + alpha ** 2 * sjjs))
                 if out is not None:
-                    self.previous = alpha * s
+                    self.previous, self.with_momentum = alpha * s, momentum
                     return out, iterations, alpha
                 alpha *= 0.5
         return None, iterations, 0.0
@@ -219,7 +225,7 @@ class GaussNewton:
                 out = self._trial(theta0, s, loss, gs, -(2 * gs + float(s @ (gram @ s)))) \
                     if gs < 0 else None
                 if out is not None:
-                    self.previous = s
+                    self.previous, self.with_momentum = s, momentum
                     return out, g
                 if momentum:                    # retry without momentum, same damping
                     momentum = False
@@ -236,6 +242,7 @@ class GaussNewton:
             self._lin, self._lin_key = self.residuals.linearize(), self._key()
         lin = self._lin
         loss = self._loss(lin)
+        self.trials, self.with_momentum = 0, False
         theta0 = flatten([p.detach() for p in self.params]).clone()
         if self.cfg.gn_solver == "cg":
             g = self._jt(lin, lin.rows)
@@ -258,7 +265,8 @@ class GaussNewton:
         self.damping = min(max(self.damping, DAMPING_RANGE[0]), DAMPING_RANGE[1])
         return {"terms": trial.local_terms(), "loss": new_loss, "grad_norm": 2 * float(g.norm()),
                 "damping": self.damping, "cg_iters": iterations, "step_length": alpha,
-                "gain_ratio": rho, "accepted": out is not None}
+                "gain_ratio": rho, "accepted": out is not None, "trials": self.trials,
+                "momentum": int(self.with_momentum)}
 
     # ---- checkpoint ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -121,7 +121,8 @@ class Trainer:
             self.balancer.update(self.s.objective.terms(self.s.forward), self.params)
         extra: dict[str, Any] = {}
         if self.gauss_newton is not None:
-            extra = dict.fromkeys(("damping", "cg_iters", "step_length", "gain_ratio"))
+            extra = dict.fromkeys(("damping", "cg_iters", "step_length", "gain_ratio", "trials",
+                                   "momentum"))
         if self.optimizer_kind == "adam":
             self.adam.zero_grad(set_to_none=True)
             loss_local, terms = self._local_loss()
