@@ -157,6 +157,12 @@ class GaussNewton:
             for p, t in zip(self.params, unflatten(theta, self.params)):
                 p.copy_(t)
 
+    def _back_to(self, theta0: torch.Tensor) -> Linearization:
+        """Undo the rejected trials: the parameters, and a fresh linearization at them (the
+        trials moved the parameters under the old one's graph, and the coupling's state)."""
+        self._set(theta0)
+        return self.residuals.linearize()
+
     # ---- the step -----------------------------------------------------------------------
     def _trial(self, theta0: torch.Tensor, step: torch.Tensor, loss: float, gs: float,
                predicted: float) -> tuple[Linearization, float, float] | None:
@@ -186,9 +192,8 @@ class GaussNewton:
         """Matrix-free: one CG solve, then Armijo backtracking along its step."""
         cfg, iterations = self.cfg, 0
         for momentum in self._momentum_tries():
-            if self.trials:     # the rejected trials moved the parameters under lin's graph
-                self._set(theta0)
-                lin = self.residuals.linearize()
+            if self.trials:
+                lin = self._back_to(theta0)
             cg = conjugate_gradients(lambda p: self._jt(lin, lin.jvp(p)), self._rhs(g, momentum),
                                      self.damping, self.previous, cfg.cg_tol, cfg.cg_max_iter)
             iterations += cg.iterations
@@ -255,12 +260,11 @@ class GaussNewton:
             self.damping *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
             self.nu = 2.0
         else:
-            self._set(theta0)
+            trial = self._back_to(theta0)
             if self.cfg.gn_solver == "cg":
                 self.damping *= self.nu
                 self.nu *= 2
             self.previous, new_loss, rho = None, loss, float("nan")
-            trial = self.residuals.linearize()   # the trials moved the coupling's state
         self._lin = trial
         self.damping = min(max(self.damping, DAMPING_RANGE[0]), DAMPING_RANGE[1])
         return {"terms": trial.local_terms(), "loss": new_loss, "grad_norm": 2 * float(g.norm()),
