@@ -92,6 +92,9 @@ class OptimizerConfig:
 @dataclass
 class CoarseConfig:
     cells: int | None = None        #: coarse cells per direction (default 1D: 250, 2D: 25)
+    partitioner: str = "simple"     #: PETSc partitioner of the coarse DMPlex: simple (cells
+                                    #: in numbering order: the same shards in every run) |
+                                    #: ptscotch | parmetis (may differ from run to run)
 
 
 @dataclass
@@ -175,6 +178,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer.kind": ("adam", "lbfgs", "adam-lbfgs", "gauss-newton", "adam-gauss-newton"),
     "optimizer.gn_solver": ("cholesky", "cg"),
     "train.method": ("pinn", "hybrid"),
+    "coarse.partitioner": ("simple", "ptscotch", "parmetis"),
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
     "coupling.upscaling": ("isotropic", "block-tensor"),

@@ -4,14 +4,27 @@ from __future__ import annotations
 import firedrake as fd
 import numpy as np
 from mpi4py import MPI
+from petsctools import get_external_packages
+
+from parallel_ms.errors import UserError
 
 
 def unit_mesh(dim: int, n: int, comm: MPI.Comm = MPI.COMM_WORLD,
-              name: str = "coarse_mesh") -> fd.MeshGeometry:
-    """(0,1)^dim with n cells per direction, a DMPlex distributed over ``comm``."""
+              name: str = "coarse_mesh", partitioner: str | None = None) -> fd.MeshGeometry:
+    """(0,1)^dim with n cells per direction, a DMPlex distributed over ``comm`` by the PETSc
+    partitioner ``partitioner`` (None: Firedrake's default).
+
+    ``simple`` gives every rank a contiguous range of the cell numbering, the same in every
+    run; PT-Scotch (Firedrake's default with this PETSc build) may cut the mesh differently
+    from one call to the next, and with it which rank holds which collocation points."""
+    available = ("simple", *(p for p in ("ptscotch", "parmetis") if p in get_external_packages()))
+    if partitioner is not None and partitioner not in available:
+        raise UserError(f"coarse.partitioner = {partitioner!r} (allowed: {', '.join(available)}: "
+                        "the partitioners this PETSc is built with)", collective=True)
+    params = {"partitioner_type": partitioner} if partitioner else None
     if dim == 1:
-        return fd.UnitIntervalMesh(n, comm=comm, name=name)
-    return fd.UnitSquareMesh(n, n, comm=comm, name=name)
+        return fd.UnitIntervalMesh(n, comm=comm, name=name, distribution_parameters=params)
+    return fd.UnitSquareMesh(n, n, comm=comm, name=name, distribution_parameters=params)
 
 
 def owned_cell_vertices(mesh: fd.MeshGeometry) -> np.ndarray:

@@ -38,7 +38,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
         raise UserError(f"coarse.cells = {cells} gives {cells ** problem.dim} coarse cells for "
                         f"{ctx.size} MPI ranks (allowed: at least one coarse cell per rank; the "
                         f"coarse cells shard the points)", collective=True)
-    mesh = unit_mesh(problem.dim, cells, ctx.comm)
+    mesh = unit_mesh(problem.dim, cells, ctx.comm, partitioner=cfg.coarse.partitioner)
     shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
                    cfg.sampling.seed, ctx.comm)
     c = cfg.coupling
