@@ -64,10 +64,11 @@ def test_default_partition_gives_every_rank_the_same_cells_in_every_build():
 def test_partitioner_missing_from_this_petsc_is_a_one_line_error():
     from petsctools import get_external_packages
     from parallel_ms.errors import UserError
-    if "parmetis" in get_external_packages():
-        pytest.skip("this PETSc has ParMETIS: no partitioner to refuse")
-    with pytest.raises(UserError, match=r"coarse.partitioner = 'parmetis' \(allowed: simple"):
-        unit_mesh(2, 4, partitioner="parmetis")
+    # chaco (a serial partitioner) is never offered: the fallback when both others are built
+    missing = next((p for p in ("parmetis", "ptscotch") if p not in get_external_packages()),
+                   "chaco")
+    with pytest.raises(UserError, match=rf"coarse.partitioner = '{missing}' \(allowed: simple"):
+        unit_mesh(2, 4, partitioner=missing)
 
 
 @pytest.mark.mpi
