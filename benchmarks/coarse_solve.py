@@ -1,5 +1,8 @@
-"""Coarse state and adjoint solve time against the coarse degrees of freedom (2D, P1, default
-solver: MUMPS LU under the options prefix ``coarse_``).
+"""Coarse state and adjoint solve time against the coarse degrees of freedom (2D, P1, the default
+coarse solver, ``parallel_ms.coarse.problem.coarse_solver``: one sequential LU per rank for up to
+``REDUNDANT_MAX_DOFS`` dofs on several ranks, MUMPS LU otherwise; PETSc options under the prefix
+``coarse_`` override it, e.g. ``PETSC_OPTIONS="-coarse_pc_type lu
+-coarse_pc_factor_mat_solver_type mumps"`` for MUMPS at every size).
 
     .venv/bin/python benchmarks/coarse_solve.py [--cells 31 99 315 999] [--json F]
     mpiexec -n 2 .venv/bin/python benchmarks/coarse_solve.py
@@ -30,6 +33,14 @@ def _timed(fn, comm: MPI.Comm) -> float:
     return comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
 
 
+def _solver_name(cp) -> str:
+    """The coarse solver in use, as PETSc reports it."""
+    pc = cp.solver.ksp.getPC()
+    if pc.getType() == "redundant":
+        return "sequential LU on every rank (redundant)"
+    return f"{pc.getType()} ({pc.getFactorSolverType()})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", type=int, nargs="+", default=[31, 99, 315, 999],
@@ -56,15 +67,15 @@ def main() -> None:
                       for k in range(args.repeats))
         dofs = (n + 1) ** 2
         rows.append({"cells": n, "dofs": dofs, "setup_s": setup, "adjoint_s": adjoint,
-                     "anisotropic_refresh_s": refresh})
+                     "anisotropic_refresh_s": refresh, "solver": _solver_name(cp)})
     if comm.rank == 0:
         mach = machine()
         print(f"machine: {mach['cpu']}, {mach['cores']} cores, {comm.size} rank(s); "
-              f"coarse solver MUMPS LU (P1, 2D, paper-2d source)")
-        print(f"{'cells':>6}{'dofs':>10}{'setup s':>10}{'adjoint s':>11}{'refresh s':>11}")
+              f"P1, 2D, paper-2d source")
+        print(f"{'cells':>6}{'dofs':>10}{'setup s':>10}{'adjoint s':>11}{'refresh s':>11}  solver")
         for r in rows:
             print(f"{r['cells']:>6}{r['dofs']:>10}{r['setup_s']:>10.4f}{r['adjoint_s']:>11.5f}"
-                  f"{r['anisotropic_refresh_s']:>11.4f}")
+                  f"{r['anisotropic_refresh_s']:>11.4f}  {r['solver']}")
         if len(rows) > 1:
             a, b = rows[-2], rows[-1]
             slope = {k: math.log(b[k] / a[k]) / math.log(b["dofs"] / a["dofs"])

@@ -20,15 +20,6 @@ TINY = ["--set", "sampling.interior=600", "--set", "sampling.boundary=80",
         "--set", "reference.degree=1", "--set", "train.eval_every=1000"]
 
 
-@pytest.fixture(autouse=True)
-def deterministic_coarse_solver(monkeypatch):
-    """MUMPS's parallel solves are not bitwise reproducible from run to run (a 40 x 40 solve on
-    2 ranks differed in one of three runs), so the hybrid runs here use one sequential LU per
-    rank through PETSc's options database, as docs/gauss-newton.md tells users who need a
-    bitwise resume."""
-    monkeypatch.setenv("PETSC_OPTIONS", "-coarse_pc_type redundant -coarse_redundant_pc_type lu")
-
-
 def _run(mpiexec, tmp_path, name, extra, steps):
     out = mpiexec(2, ["-m", "parallel_ms", "run", *TINY, "--steps", str(steps),
                       "--set", f"output.root={tmp_path}", "--set", f"output.name={name}",

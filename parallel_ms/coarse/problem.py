@@ -15,7 +15,8 @@ Isotropic (K~ = K~_11 I): B = K~_11 A with A the Laplace stiffness matrix with D
 A is assembled and factorised ONCE and every state and adjoint solve of the run reuses that
 setup (the state is A^{-1} F / K~_11). Anisotropic: D = int d_1 u d_1 phi, and B is
 re-assembled and re-factorised when K~_11 changes (the lazy refresh makes that rare).
-Solver settings: :data:`COARSE_SOLVER` and the options database under the prefix ``coarse_``.
+Solver settings: :func:`coarse_solver`, and the options database under the prefix ``coarse_``
+(e.g. ``-coarse_pc_type lu -coarse_pc_factor_mat_solver_type mumps`` for MUMPS at any size).
 """
 from __future__ import annotations
 
@@ -25,7 +26,23 @@ import numpy as np
 from parallel_ms.problems import Problem
 
 OPTIONS_PREFIX = "coarse_"
-COARSE_SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+#: Distributed direct solve (MUMPS LU): large coarse meshes, and every mesh on one rank.
+MUMPS = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+#: One sequential LU of the whole coarse matrix on every rank (PCREDUNDANT): bitwise the same
+#: result in every run, which MUMPS's parallel factorisation is not (its dynamic scheduling
+#: sums in a different order from run to run: docs/gauss-newton.md, resume).
+REDUNDANT_LU = {"ksp_type": "preonly", "pc_type": "redundant", "redundant_pc_type": "lu"}
+#: Largest coarse problem (global dofs) solved by :data:`REDUNDANT_LU` on more than one rank:
+#: up to ~10^5 dofs in 2D it costs what MUMPS does on 2 ranks (docs/results.md, section 2.2).
+REDUNDANT_MAX_DOFS = 100_000
+
+
+def coarse_solver(V: fd.FunctionSpace) -> dict[str, str]:
+    """Default solver parameters of the coarse problem on ``V``: the deterministic
+    :data:`REDUNDANT_LU` for a small coarse problem on several ranks (the paper's meshes have
+    at most a few thousand dofs), :data:`MUMPS` otherwise."""
+    small = V.comm.size > 1 and V.dim() <= REDUNDANT_MAX_DOFS
+    return dict(REDUNDANT_LU if small else MUMPS)
 
 
 class CoarseSpace:
@@ -39,7 +56,7 @@ class CoarseSpace:
         self.boundary[self.bc.nodes[self.bc.nodes < n_owned]] = True
 
     def _factorise(self, operator: fd.MatrixBase) -> None:
-        self.solver = fd.LinearSolver(operator, solver_parameters=dict(COARSE_SOLVER),
+        self.solver = fd.LinearSolver(operator, solver_parameters=coarse_solver(self.V),
                                       options_prefix=OPTIONS_PREFIX)
 
     def _rhs(self, values: np.ndarray) -> fd.Cofunction:
