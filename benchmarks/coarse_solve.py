@@ -9,7 +9,9 @@ coarse solver, ``parallel_ms.coarse.problem.coarse_solver``: one sequential LU p
 
 For each mesh: the one-time setup of the isotropic problem (assembly of A, LU factorisation,
 the state A^-1 F), one adjoint solve (what every hybrid step pays), and one refresh of the
-anisotropic variant (re-assembly, re-factorisation and state solve, paid when K~_11 changes).
+anisotropic variant (re-assembly, re-factorisation and state solve, paid when K~_11 changes),
+and the assembly of A alone: the project's (``assemble_matrix``, summed in a fixed order) and
+Firedrake's AIJ assembly.
 Times are the smallest of --repeats runs (setup: one run), maxima over ranks. The last line
 fits time ~ dofs^p between the two largest meshes.
 """
@@ -48,7 +50,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    import firedrake as fd
+
     from parallel_ms import parallel
+    from parallel_ms.coarse.assembly import assemble_matrix
     from parallel_ms.coarse.mesh import unit_mesh
     from parallel_ms.coarse.problem import CoarseProblem
     from parallel_ms.problems import get_case
@@ -65,17 +70,24 @@ def main() -> None:
         aniso = CoarseProblem(mesh, problem, 0.05, 2.8)
         refresh = min(_timed(lambda k=k: aniso.states(2.8 + 0.01 * k), comm)
                       for k in range(args.repeats))
+        u, phi = fd.TrialFunction(cp.V), fd.TestFunction(cp.V)
+        laplace = fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx
+        assembly = {name: min(_timed(fn, comm) for _ in range(args.repeats)) for name, fn in (
+            ("assembly_s", lambda: assemble_matrix(laplace, (cp.bc,))),
+            ("firedrake_assembly_s", lambda: fd.assemble(laplace, bcs=[cp.bc])))}
         dofs = (n + 1) ** 2
         rows.append({"cells": n, "dofs": dofs, "setup_s": setup, "adjoint_s": adjoint,
-                     "anisotropic_refresh_s": refresh, "solver": _solver_name(cp)})
+                     "anisotropic_refresh_s": refresh, **assembly, "solver": _solver_name(cp)})
     if comm.rank == 0:
         mach = machine()
         print(f"machine: {mach['cpu']}, {mach['cores']} cores, {comm.size} rank(s); "
               f"P1, 2D, paper-2d source")
-        print(f"{'cells':>6}{'dofs':>10}{'setup s':>10}{'adjoint s':>11}{'refresh s':>11}  solver")
+        print(f"{'cells':>6}{'dofs':>10}{'setup s':>10}{'adjoint s':>11}{'refresh s':>11}"
+              f"{'assembly s':>12}{'(Firedrake)':>12}  solver")
         for r in rows:
             print(f"{r['cells']:>6}{r['dofs']:>10}{r['setup_s']:>10.4f}{r['adjoint_s']:>11.5f}"
-                  f"{r['anisotropic_refresh_s']:>11.4f}  {r['solver']}")
+                  f"{r['anisotropic_refresh_s']:>11.4f}{r['assembly_s']:>12.4f}"
+                  f"{r['firedrake_assembly_s']:>12.4f}  {r['solver']}")
         if len(rows) > 1:
             a, b = rows[-2], rows[-1]
             slope = {k: math.log(b[k] / a[k]) / math.log(b["dofs"] / a["dofs"])

@@ -1,15 +1,16 @@
-"""Does an n-rank run repeat itself? The two things that can change between identical runs: the
-coarse mesh's partition (which rank holds which cells, and so which collocation points) and the
-parallel coarse solve (``coarse_solver``: one sequential LU per rank for a small coarse problem
-on several ranks, MUMPS LU otherwise; ``--solver mumps`` forces MUMPS).
+"""Does an n-rank run repeat itself? The three things that can change between identical runs: the
+coarse mesh's partition (which rank holds which cells, and so which collocation points), the
+assembly of the coarse matrix (the project's ``assemble_matrix`` sums it in a fixed order) and
+the parallel coarse solve (``coarse_solver``: one sequential LU per rank for a small
+coarse problem on several ranks, MUMPS LU otherwise; ``--solver mumps`` forces MUMPS).
 
-    mpiexec -n 2 .venv/bin/python benchmarks/reproducibility.py [--partitioner simple]
-                                        [--cells 25] [--builds 4] [--solver default|mumps]
+    mpiexec -n 3 .venv/bin/python benchmarks/reproducibility.py [--partitioner simple]
+        [--cells 25] [--builds 4] [--solver default|mumps]
 
 Prints, for each of ``--builds`` builds of the 2D coarse mesh in this process, the cells each
-rank owns and an MD5 of their vertices, then an MD5 of one P1 solve with the coarse solver on
-each build (values ordered by coordinates, so partition independent) and how many of them
-differ. Run it several times to compare runs: equal hashes, equal results.
+rank owns and an MD5 of their vertices, then an MD5 of one P1 solve on each build (values
+ordered by coordinates, so partition independent) and how many of them differ. Run it several
+times to compare runs: equal hashes, equal results.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import firedrake as fd
 import numpy as np
 from mpi4py import MPI
 
+from parallel_ms.coarse.assembly import assemble_matrix
 from parallel_ms.coarse.mesh import owned_cell_vertices, unit_mesh
 from parallel_ms.coarse.problem import MUMPS, coarse_solver
 
@@ -38,10 +40,11 @@ def _solve_hash(mesh: fd.MeshGeometry, solver: str) -> tuple[str, str]:
     u, v = fd.TrialFunction(V), fd.TestFunction(V)
     x = fd.SpatialCoordinate(mesh)
     a = (1 + 0.5 * fd.sin(7 * x[0])) * fd.inner(fd.grad(u), fd.grad(v)) * fd.dx
-    rhs = fd.exp(-20 * ((x[0] - 0.3) ** 2 + (x[1] - 0.6) ** 2)) * v * fd.dx
+    bc = fd.DirichletBC(V, 0, "on_boundary")
+    A = assemble_matrix(a, (bc,))
+    rhs = fd.assemble(fd.exp(-20 * ((x[0] - 0.3) ** 2 + (x[1] - 0.6) ** 2)) * v * fd.dx, bcs=[bc])
     y = fd.Function(V)
-    fd.solve(a == rhs, y, bcs=fd.DirichletBC(V, 0, "on_boundary"),
-             solver_parameters=parameters)
+    fd.LinearSolver(A, solver_parameters=parameters).solve(y, rhs)
     coords = fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(x).dat.data_ro
     coords = np.concatenate(COMM.allgather(coords.round(12)))
     values = np.concatenate(COMM.allgather(y.dat.data_ro))

@@ -5,6 +5,7 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms import config, parallel
+from parallel_ms.coarse.assembly import assemble_matrix
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.coarse import problem as coarse_problem
 from parallel_ms.coarse.problem import CoarseProblem
@@ -16,6 +17,7 @@ from parallel_ms.training.gradcheck import taylor_test
 from parallel_ms.training.setup import build
 
 fd = pytest.importorskip("firedrake")
+PETSc = fd.PETSc
 WORLD = MPI.COMM_WORLD
 HYBRID = ["train.method=hybrid", "sampling.interior=3000", "sampling.boundary=300",
           "network.width=16", "network.features=8", "coarse.cells=8", "coupling.delta=0.3",
@@ -98,11 +100,33 @@ def test_state_and_adjoint_match_a_dense_serial_solve(case, n):
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("dim,n", [(1, 200), (2, 40)])
+def test_deterministic_assembly_equals_firedrakes(dim, n):
+    """assemble_matrix gives Firedrake's AIJ matrix (same pattern, entries to rounding), with
+    and without Dirichlet rows, and the same bits in every assembly."""
+    V = fd.FunctionSpace(unit_mesh(dim, n), "CG", 1)
+    u, phi = fd.TrialFunction(V), fd.TestFunction(V)
+    bcs = (fd.DirichletBC(V, 0, "on_boundary"),)
+    for form, bc in ((fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, bcs),
+                     (u.dx(0) * phi.dx(0) * fd.dx + u * phi * fd.dx, ())):
+        ours = [assemble_matrix(form, bc).petscmat for _ in range(3)]
+        theirs = fd.assemble(form, bcs=bc).petscmat
+        assert ours[0].getInfo()["nz_used"] == theirs.getInfo()["nz_used"]
+        diff = ours[0].copy()
+        diff.axpy(-1.0, theirs, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+        assert diff.norm(PETSc.NormType.INFINITY) <= 1e-13 * theirs.norm(PETSc.NormType.INFINITY)
+        values = [m.getValuesCSR()[2] for m in ours]
+        assert WORLD.allreduce(all(np.array_equal(values[0], v) for v in values[1:]), MPI.LAND)
+
+
+@pytest.mark.mpi
 def test_coarse_solve_repeats_bitwise_on_several_ranks(monkeypatch):
-    """The default coarse solver of a small coarse problem on n > 1 ranks is one sequential LU
-    per rank (PCREDUNDANT): five factorisations give the same bits (parallel MUMPS, checked
-    outside the suite, gave two different results in 20 at this size on 2 ranks); above
-    REDUNDANT_MAX_DOFS, and on one rank, MUMPS, equal to it to rounding."""
+    """Five coarse problems built on one mesh give the same bits: the matrix is summed in a
+    fixed order (assemble_matrix; Firedrake's own AIJ assembly gave 2 distinct results in 5 on
+    3 ranks, about one run in three) and solved, on n > 1 ranks, by one sequential LU per rank
+    (PCREDUNDANT; parallel MUMPS, checked outside the suite, gave two different results in 20
+    at this size on 2 ranks). Above REDUNDANT_MAX_DOFS, and on one rank, MUMPS, equal to it to
+    rounding."""
     problem, comm = get_case("paper-2d"), MPI.COMM_WORLD
     mesh = unit_mesh(2, 40)
     states = [CoarseProblem(mesh, problem) for _ in range(5)]
@@ -115,6 +139,20 @@ def test_coarse_solve_repeats_bitwise_on_several_ranks(monkeypatch):
     mumps = CoarseProblem(mesh, problem)
     assert mumps.solver.ksp.getPC().getFactorSolverType() == "mumps"
     np.testing.assert_allclose(mumps.state(1.7), first, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.mpi
+def test_run_header_names_the_coarse_solver_and_its_overrides():
+    V = fd.FunctionSpace(unit_mesh(2, 8), "CG", 1)
+    default = "sequential LU on every rank" if WORLD.size > 1 else "MUMPS LU"
+    assert coarse_problem.describe_solver(V) == f"coarse problem 81 dofs, {default}"
+    options = PETSc.Options()
+    options["coarse_pc_type"] = "lu"
+    try:
+        assert coarse_problem.describe_solver(V) == (f"coarse problem 81 dofs, {default} "
+                                                     "overridden by -coarse_pc_type")
+    finally:
+        options.delValue("coarse_pc_type")
 
 
 def _hybrid_setup(case: str, extra=(), ctx=None):

@@ -24,6 +24,7 @@ from typing import Sequence
 import firedrake as fd
 import numpy as np
 
+from parallel_ms.coarse.assembly import assemble_matrix
 from parallel_ms.coarse.blocks import BlockPartition
 from parallel_ms.coarse.problem import CoarseSpace
 from parallel_ms.problems import Problem
@@ -50,7 +51,7 @@ class BlockCoarseProblem(CoarseSpace):
         if self._factored_for is not None and np.array_equal(self._factored_for, k):
             return
         self.K.dat.data_wo[:] = k[self.partition.cell_block]
-        self._factorise(fd.assemble(self._form, bcs=[self.bc]))
+        self._factorise(assemble_matrix(self._form, (self.bc,)))
         self._factored_for = k.copy()
 
     def _solve(self, b: fd.Cofunction) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import firedrake as fd
 import numpy as np
 
+from parallel_ms.coarse.assembly import assemble_matrix
 from parallel_ms.problems import Problem
 
 OPTIONS_PREFIX = "coarse_"
@@ -43,6 +44,16 @@ def coarse_solver(V: fd.FunctionSpace) -> dict[str, str]:
     at most a few thousand dofs), :data:`MUMPS` otherwise."""
     small = V.comm.size > 1 and V.dim() <= REDUNDANT_MAX_DOFS
     return dict(REDUNDANT_LU if small else MUMPS)
+
+
+def describe_solver(V: fd.FunctionSpace) -> str:
+    """The coarse problem's size and solver in words, for a run's header: :func:`coarse_solver`'s
+    choice and the options under the prefix ``coarse_`` that override it."""
+    default = ("sequential LU on every rank" if coarse_solver(V)["pc_type"] == "redundant"
+               else "MUMPS LU")
+    overrides = sorted(k for k in fd.PETSc.Options().getAll() if k.startswith(OPTIONS_PREFIX))
+    return (f"coarse problem {V.dim()} dofs, {default}"
+            + (f" overridden by -{' -'.join(overrides)}" if overrides else ""))
 
 
 class CoarseSpace:
@@ -79,7 +90,7 @@ class CoarseProblem(CoarseSpace):
         self.isotropic = k12 is None and k22 is None
         self.F = fd.assemble(problem.q_ufl(mesh) * phi * fd.dx, bcs=[self.bc])
         if self.isotropic:
-            self.D = fd.assemble(fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, bcs=[self.bc])
+            self.D = assemble_matrix(fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx, (self.bc,))
             self._factorise(self.D)
             self._base = fd.Function(self.V)
             self.solver.solve(self._base, self.F)     # A^{-1} F, once: y = base / K~_11
@@ -89,7 +100,7 @@ class CoarseProblem(CoarseSpace):
             self._k11 = fd.Constant(1.0)
             kt = fd.as_matrix([[self._k11, k12 or 0.0], [k12 or 0.0, k22 or 0.0]])
             self._form = fd.inner(kt * fd.grad(u), fd.grad(phi)) * fd.dx
-            self.D = fd.assemble(u.dx(0) * phi.dx(0) * fd.dx)
+            self.D = assemble_matrix(u.dx(0) * phi.dx(0) * fd.dx)
             self._factored_for: float | None = None
 
     def _solve(self, k11: float, b: fd.Cofunction) -> np.ndarray:
@@ -100,7 +111,7 @@ class CoarseProblem(CoarseSpace):
             return x.dat.data_ro / k11
         if self._factored_for != k11:
             self._k11.assign(k11)
-            self._factorise(fd.assemble(self._form, bcs=[self.bc]))
+            self._factorise(assemble_matrix(self._form, (self.bc,)))
             self._factored_for = k11
         self.solver.solve(x, b)
         return x.dat.data_ro.copy()
