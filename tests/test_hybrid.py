@@ -122,8 +122,8 @@ def test_deterministic_assembly_equals_firedrakes(dim, n):
 @pytest.mark.mpi
 def test_coarse_solve_repeats_bitwise_on_several_ranks(monkeypatch):
     """Five coarse problems built on one mesh give the same bits: the matrix is summed in a
-    fixed order (assemble_matrix; Firedrake's own AIJ assembly gave 2 distinct results in 5 on
-    3 ranks, about one run in three) and solved, on n > 1 ranks, by one sequential LU per rank
+    fixed order (assemble_matrix; with Firedrake's own AIJ assembly this test failed on 3 ranks
+    now and then: docs/gauss-newton.md, resume) and solved, on n > 1 ranks, by one sequential LU per rank
     (PCREDUNDANT; parallel MUMPS, checked outside the suite, gave two different results in 20
     at this size on 2 ranks). Above REDUNDANT_MAX_DOFS, and on one rank, MUMPS, equal to it to
     rounding."""

@@ -3,10 +3,9 @@
 Firedrake assembles an AIJ matrix cell by cell on each rank's own cells and PETSc's assembly
 stash sends the entries of rows another rank owns to that rank, which adds them *in the order
 the messages arrive*. A row fed by two other ranks (a vertex where three subdomains meet: three
-or more ranks) can therefore differ in its last bit from one assembly to the next; measured on
-3 ranks, 40 x 40 coarse mesh, machine loaded: 2 distinct stiffness matrices in 5 assemblies,
-and with them the coarse states (tests/test_hybrid.py). A resumed run would then not repeat
-the uninterrupted one bitwise.
+or more ranks) can therefore differ in its last bit from one assembly to the next, and the coarse
+states with it (docs/gauss-newton.md, resume): a resumed run would not repeat the uninterrupted
+one bitwise.
 
 :func:`assemble_matrix` has Firedrake assemble the unassembled operator instead (``MATIS``:
 each rank's subdomain matrix from its own cells, no communication) and sums the subdomain
@@ -45,7 +44,7 @@ def assemble_matrix(form: ufl.Form, bcs: tuple[fd.DirichletBC, ...] = ()
     mat = PETSc.Mat().create(comm=unassembled.getComm())
     mat.setSizes(unassembled.getSizes())
     mat.setType(PETSc.Mat.Type.AIJ)
-    mat.setPreallocationCOO(rows.astype(PETSc.IntType), to_global[columns].astype(PETSc.IntType))
+    mat.setPreallocationCOO(rows, to_global[columns])
     mat.setValuesCOO(values, addv=PETSc.InsertMode.ADD_VALUES)
     mat.assemble()
     unassembled.destroy()
