@@ -6,6 +6,7 @@ import numpy as np
 from mpi4py import MPI
 from petsctools import get_external_packages
 
+from parallel_ms.config import CHOICES
 from parallel_ms.errors import UserError
 
 
@@ -17,7 +18,8 @@ def unit_mesh(dim: int, n: int, comm: MPI.Comm = MPI.COMM_WORLD,
     ``simple`` gives every rank a contiguous range of the cell numbering, the same in every
     run; PT-Scotch (Firedrake's default with this PETSc build) may cut the mesh differently
     from one call to the next, and with it which rank holds which collocation points."""
-    available = ("simple", *(p for p in ("ptscotch", "parmetis") if p in get_external_packages()))
+    available = tuple(p for p in CHOICES["coarse.partitioner"]        # simple is PETSc's own
+                      if p == "simple" or p in get_external_packages())
     if partitioner is not None and partitioner not in available:
         raise UserError(f"coarse.partitioner = {partitioner!r} (allowed: {', '.join(available)}: "
                         "the partitioners this PETSc is built with)", collective=True)
