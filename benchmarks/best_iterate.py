@@ -39,8 +39,7 @@ def main() -> int:
     args = p.parse_args()
     from parallel_ms import parallel
     trainer = continued(args.run, [f"sampling.validation={args.validation}", *args.set])
-    validation = trainer.s.validation
-    validation.attach_weak(trainer.cfg.loss.weak_cells, 1.0, trainer.ctx.comm)
+    trainer.s.validation.attach_weak(trainer.cfg.loss.weak_cells, 1.0, trainer.ctx.comm)
     start = trainer.current_step
     parallel.print0(f"{args.run} from step {start} to {args.to}, {args.validation} validation "
                     f"points, {' '.join(args.set) or 'its own config'}\n\n"
@@ -50,9 +49,7 @@ def main() -> int:
     for step in range(start + 1, args.to + 1):
         trainer.resample_if_due(step)
         row = trainer.step(step)
-        terms = validation.terms(trainer.s.forward)
-        at = dict(zip(terms, parallel.allreduce_sum(np.array([float(t.detach())
-                                                              for t in terms.values()]))))
+        at = trainer.validation_terms()
         l2, h1 = trainer.errors()
         rows.append({"step": step, "own": row["residual"] + row.get("boundary", 0.0),
                      "validation": at["residual"] + at.get("boundary", 0.0),

@@ -310,12 +310,18 @@ class Trainer:
         return Result(self.current_step, self.best[1], self.best[0], rel_l2, rel_h1,
                       self._elapsed(), history, self.k11_best, stopped)
 
+    def validation_terms(self) -> dict[str, float]:
+        """The terms of the current iterate at the fixed validation points
+        (``sampling.validation``), summed over ranks."""
+        terms = self.s.validation.terms(self.s.forward)  # type: ignore[union-attr]
+        return dict(zip(terms, parallel.allreduce_sum(np.array([float(t.detach())
+                                                                for t in terms.values()]))))
+
     def validation_loss(self) -> float:
         """The fine-problem loss (3.24), residual + tau_1 boundary term, of the current iterate
-        at the fixed validation points (``sampling.validation``), summed over ranks."""
-        terms = self.s.validation.terms(self.s.forward)  # type: ignore[union-attr]
-        return float(parallel.allreduce_sum(np.array([float(t.detach())
-                                                      for t in terms.values()])).sum())
+        at the fixed validation points."""
+        at = self.validation_terms()
+        return at["residual"] + at.get("boundary", 0.0)
 
     def keep_if_best(self, row: dict[str, Any]) -> None:
         """Keep the current iterate (its step's ``row``) if its fine-problem loss (3.24),
