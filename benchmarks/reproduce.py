@@ -9,8 +9,9 @@ Every (row, seed) of a table is one ``python -m parallel_ms run --config jobs/<c
 --set ...`` (the exact command is printed and logged), ``--jobs`` of them at a time with
 ``cores / (jobs x ranks)`` torch threads each (``--ranks R`` runs each under ``mpiexec -n R``,
 in a directory of its own; ``--rows`` keeps the rows whose name matches). A run
-whose directory already holds a summary for the same resolved configuration is not repeated,
-so a table can be re-printed, or extended by seeds, without recomputing it. Each table is
+whose directory already holds a summary for the same resolved configuration (up to the torch
+thread count) is not repeated, so a table can be re-printed, or extended by seeds or rows run
+with another ``--jobs``, without recomputing it. Each table is
 printed as Markdown (mean ± standard deviation over the seeds, the paper's numbers beside):
 rel. L2 and H1 errors of the best iterate (smallest fine-problem loss (3.24); with the hard
 boundary condition the residual alone, the paper's rule), the rel. L2 error at the last step,
@@ -189,15 +190,17 @@ class Run:
         return [launcher, "-n", str(ranks), *cmd] if ranks > 1 else cmd
 
     def cached(self) -> dict[str, Any] | None:
-        """The run's summary if it was made with the same resolved configuration."""
+        """The run's summary if it was made with the same resolved configuration, up to its
+        torch thread count (``--jobs`` sets it; it changes the run's time, not its method)."""
         from parallel_ms import config
         summary, saved = self.path / "summary.json", self.path / "config.toml"
         if not summary.is_file() or not saved.is_file():
             return None
-        wanted = config.to_toml(config.load(JOBS / TABLES[self.table].config, self.overrides))
+        wanted = config.load(JOBS / TABLES[self.table].config, self.overrides)
+        wanted.parallel.threads = config.load(saved).parallel.threads
         done = json.loads(summary.read_text())
-        return done if saved.read_text() == wanted and done.get("status") == "completed" \
-            else None
+        return done if saved.read_text() == config.to_toml(wanted) \
+            and done.get("status") == "completed" else None
 
 
 def on_ranks(ranks: int) -> str:

@@ -2,8 +2,8 @@
 PINN with double-backward derivatives, with the forward jet, with the jet under torch.compile;
 the hybrid step with lazy and with every-step coarse refresh; one Gauss-Newton CG iteration
 and one hybrid Gauss-Newton step with its split (network, coarse solves, all-reduce); the
-matmul roofline of this machine; and the same plain-PINN step in DeepXDE (PyTorch backend, its own environment) on the
-same network and points.
+matmul roofline of this machine; and the same plain-PINN step in DeepXDE (PyTorch backend,
+its own environment) on the same network and points.
 
     benchmarks/setup-deepxde.sh                      (once; without it the DeepXDE row is absent)
     .venv/bin/python benchmarks/step_cost.py [--network msff mlp] [--points 25000] [--steps 10]

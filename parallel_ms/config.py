@@ -273,13 +273,15 @@ def _convert(key: str, text: Any, hint: Any) -> Any:
     optional = type(None) in typing.get_args(hint)
     if optional and text in (None, "none", "None"):
         return None
-    base = args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+    optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    base = args[0] if optional else hint
     origin = typing.get_origin(base)
     try:
         if base is bool:
             return _to_bool(text)
         if origin is list:
-            items = text if isinstance(text, list) else [t for t in str(text).strip("[]").split(",") if t.strip()]
+            items = text if isinstance(text, list) \
+                else [t for t in str(text).strip("[]").split(",") if t.strip()]
             return [_SCALARS[typing.get_args(base)[0]][0](t) for t in items]
         return _SCALARS[base][0](text)
     except (TypeError, ValueError, OverflowError):

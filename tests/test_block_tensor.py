@@ -167,7 +167,8 @@ def test_n_rank_block_gradient_equals_one_rank():
 @pytest.mark.mpi
 @pytest.mark.parametrize("extra,match", [
     (["coupling.blocks=[3,2]"], r"coupling.blocks = \[3, 2\] with coarse.cells = 8"),
-    (["problem.case=paper-1d-eps0_01"], r"coupling.upscaling = 'block-tensor' \(allowed: 'isotropic' for the 1D case"),
+    (["problem.case=paper-1d-eps0_01"],
+     r"coupling.upscaling = 'block-tensor' \(allowed: 'isotropic' for the 1D case"),
     (["coupling.blocks=[2]"], r"coupling.blocks = \[2\] \(allowed: two integers >= 1\)"),
     (["coupling.blocks=[2,1.5]"], r"coupling.blocks = .* \(allowed: a list of integers\)"),
     (["coupling.k22=2.0"], r"coupling.k22 = 2.0 \(allowed: none with"),

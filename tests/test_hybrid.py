@@ -123,10 +123,10 @@ def test_deterministic_assembly_equals_firedrakes(dim, n):
 def test_coarse_solve_repeats_bitwise_on_several_ranks(monkeypatch):
     """Five coarse problems built on one mesh give the same bits: the matrix is summed in a
     fixed order (assemble_matrix; with Firedrake's own AIJ assembly this test failed on 3 ranks
-    now and then: docs/gauss-newton.md, resume) and solved, on n > 1 ranks, by one sequential LU per rank
-    (PCREDUNDANT; parallel MUMPS, checked outside the suite, gave two different results in 20
-    at this size on 2 ranks). Above REDUNDANT_MAX_DOFS, and on one rank, MUMPS, equal to it to
-    rounding."""
+    now and then: docs/gauss-newton.md, resume) and solved, on n > 1 ranks, by one sequential
+    LU per rank (PCREDUNDANT; parallel MUMPS, checked outside the suite, gave two different
+    results in 20 at this size on 2 ranks). Above REDUNDANT_MAX_DOFS, and on one rank, MUMPS,
+    equal to it to rounding."""
     problem, comm = get_case("paper-2d"), MPI.COMM_WORLD
     mesh = unit_mesh(2, 40)
     states = [CoarseProblem(mesh, problem) for _ in range(5)]
@@ -268,4 +268,5 @@ def test_n_rank_hybrid_gradient_equals_one_rank():
     loss1 = sum(s1.objective.terms(s1.forward).values())
     loss1.backward()
     grad_1 = flat_grad(list(s1.net.parameters()))
-    assert float(torch.linalg.vector_norm(grad_n - grad_1) / torch.linalg.vector_norm(grad_1)) < 1e-10
+    assert float(torch.linalg.vector_norm(grad_n - grad_1)
+                 / torch.linalg.vector_norm(grad_1)) < 1e-10

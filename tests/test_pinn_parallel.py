@@ -91,7 +91,8 @@ def test_n_rank_loss_and_gradient_equal_one_rank(case, extra):
     loss_1.backward()
     grad_1 = flat_grad(list(serial.net.parameters()))
     assert loss_n == pytest.approx(float(loss_1.detach()), rel=1e-12)
-    assert float(torch.linalg.vector_norm(grad_n - grad_1) / torch.linalg.vector_norm(grad_1)) < 1e-12
+    assert float(torch.linalg.vector_norm(grad_n - grad_1)
+                 / torch.linalg.vector_norm(grad_1)) < 1e-12
 
 
 @pytest.mark.mpi

@@ -21,7 +21,8 @@ EPS_MMS = 0.5
 K_MMS = 2 + sympy.sin(2 * sympy.pi * X1 / EPS_MMS) * sympy.sin(2 * sympy.pi * X2 / EPS_MMS)
 U_MMS = sympy.sin(sympy.pi * X1) * sympy.sin(sympy.pi * X2) * (1 + X1)
 W_MMS = U_MMS + X1
-Q_MMS = -(sympy.diff(K_MMS * sympy.diff(W_MMS, X1), X1) + sympy.diff(K_MMS * sympy.diff(W_MMS, X2), X2))
+Q_MMS = -(sympy.diff(K_MMS * sympy.diff(W_MMS, X1), X1)
+          + sympy.diff(K_MMS * sympy.diff(W_MMS, X2), X2))
 
 
 def _formula(expr):
@@ -103,7 +104,8 @@ def test_one_block_algorithm_4_1_equals_formula_4_10():
     np.testing.assert_allclose(one_block, whole, rtol=1e-8, atol=1e-10)
     assert whole[0, 0] == pytest.approx(ref.k11, rel=1e-12)
     blocks = block_tensors(problem, ref.us, (2, 3))
-    assert blocks.shape == (2, 3, 2, 2) and np.all(blocks[..., 0, 0] > 1) and np.all(blocks[..., 1, 1] > 1)
+    assert blocks.shape == (2, 3, 2, 2)
+    assert np.all(blocks[..., 0, 0] > 1) and np.all(blocks[..., 1, 1] > 1)
 
 
 # ---- error metrics --------------------------------------------------------------------------

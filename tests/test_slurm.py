@@ -34,7 +34,8 @@ def _sbatch(tmp_path: Path, name: str, steps: int, launcher: str, wait: bool):
                SLURM_MPI_TYPE="pmix")
     cfg = tmp_path / "job.toml"
     cfg.write_text(f'[train]\nsteps = {steps}\n[reference]\ncache_dir = "{tmp_path}/ref"\n')
-    cmd = ["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=15", "--mem=4G",
+    cmd = ["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=15",
+           "--mem=4G",
            f"--output={tmp_path}/{name}-%j.out", *(["--wait"] if wait else []),
            str(ROOT / "jobs/slurm-cpu.sh"), str(cfg), name, *CONFIG]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,

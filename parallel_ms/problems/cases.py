@@ -70,7 +70,8 @@ def locally_periodic_2d(eps: float = 0.1) -> Problem:
     return Problem(
         name="locally-periodic-2d", dim=2, eps=eps,
         conductivity=lambda x, m: (1.5 + x[0]) * (2 + m.sin(2 * m.pi * x[0] / eps)
-                                                  * m.cos(2 * m.pi * x[1] / eps) * (0.5 + 0.5 * x[1])),
+                                                  * m.cos(2 * m.pi * x[1] / eps)
+                                                  * (0.5 + 0.5 * x[1])),
         source=lambda x, m: 10 * m.exp(-100 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2)),
         description="K = a(x, x/eps) = (1.5+x1)(2 + (1+x2)/2 sin(2 pi x1/eps) cos(2 pi x2/eps)), "
                     "q = 10 exp(-100|x-0.5|^2) (paper 001 §2)",

@@ -25,7 +25,8 @@ from parallel_ms.io.hdf5 import create_parallel, write_rows
 from parallel_ms.reference.solver import Reference
 
 
-def write_vertex_file(ref: Reference, path: Path, extra_attrs: dict[str, Any] | None = None) -> None:
+def write_vertex_file(ref: Reference, path: Path,
+                      extra_attrs: dict[str, Any] | None = None) -> None:
     mesh = ref.mesh
     comm = mesh.comm
     P1 = fd.FunctionSpace(mesh, "CG", 1)

@@ -57,8 +57,8 @@ class Trainer:
         self.params = list(self.s.net.parameters())
         self.ddp = DDP(self.s.forward,
                        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        self.balancer = GradNormBalancer(self.s.objective.term_names, cfg.balancing.every, cfg.balancing.alpha,
-                                         cfg.balancing.enabled)
+        self.balancer = GradNormBalancer(self.s.objective.term_names, cfg.balancing.every,
+                                         cfg.balancing.alpha, cfg.balancing.enabled)
         kind = cfg.optimizer.kind
         self.optimizer_kind = kind if kind in ("lbfgs", "gauss-newton") else "adam"
         self.gauss_newton = GaussNewton(
@@ -83,8 +83,8 @@ class Trainer:
     # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
     def _refresh_due(self, k_raw: Any) -> bool:
         """Re-solve the coarse state? Always under L-BFGS and Gauss-Newton and in every-step
-        mode (consistent objective); lazily otherwise: every T_K steps, when K~ moved more than the tolerance
-        (paper: T_K = 100, 1e-2)."""
+        mode (consistent objective); lazily otherwise: every T_K steps, when K~ moved more
+        than the tolerance (paper: T_K = 100, 1e-2)."""
         c = self.cfg.coupling
         due = (self._k_refreshed is None or self.optimizer_kind != "adam"
                or c.refresh == "every-step"

@@ -2,8 +2,8 @@
 and exit with status 0 (SLURM: ``#SBATCH --signal=B:USR1@120`` plus requeue; see jobs/).
 
 A handler only records the signal; after every step the ranks agree with one tiny all-reduce
-(the largest signal number seen), so a signal seen by any rank — before or during the step — stops every rank after
-the same step.
+(the largest signal number seen), so a signal seen by any rank — before or during the
+step — stops every rank after the same step.
 """
 from __future__ import annotations
 

@@ -207,8 +207,9 @@ class Residuals:
         for start in range(0, max(len(x), 1), chunk):   # a rank without points: empty rows
             xs = x[start:start + chunk] if len(x) else x.new_zeros((1, x.shape[1]))
             jac = vmap(jacrev(at_point), in_dims=(None, 0))(self.primals(), xs)
-            parts.append([torch.cat([j.flatten(j.dim() - p.dim()) for j, p in zip(out, self.params)],
-                                    -1)[:len(x)] for out in jac])
+            parts.append([torch.cat([j.flatten(j.dim() - p.dim())
+                                     for j, p in zip(out, self.params)], -1)[:len(x)]
+                          for out in jac])
         return tuple(torch.cat(c) for c in zip(*parts))
 
     def linearize(self) -> Linearization:
