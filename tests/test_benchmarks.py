@@ -128,7 +128,11 @@ def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
     for name, error in (("coarse", 1e-2 * bump), ("fine", 1e-2 * wiggle)):
         (tmp_path / name).mkdir()
         with h5py.File(tmp_path / name / "fields.h5", "w") as f:
-            f["fine/coordinates"], f["fine/u"], f["fine/error"] = x, bump + 0.1 * wiggle, error
+            u = bump + 0.1 * wiggle                         # fields.h5 as a run writes it
+            f["fine/coordinates"], f["fine/u"], f["fine/v"] = x, u, u + error
+            f["fine/error"] = np.abs(error)
+            if name == "coarse":                            # a hybrid run's coarse fields
+                f["coarse/qv"], f["coarse/y"] = np.full(9, 0.5), np.full(9, 0.47)
     out = subprocess.run([sys.executable, "benchmarks/error_scales.py", str(tmp_path / "coarse"),
                           str(tmp_path / "fine"), "--json", str(tmp_path / "s.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -136,6 +140,9 @@ def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
     coarse, fine = json.loads((tmp_path / "s.json").read_text())["runs"]
     assert coarse["error_share"] > 0.95 and fine["error_share"] < 1e-3
     assert coarse["u_share"] == fine["u_share"] and 0.9 < coarse["u_share"] < 1
+    # rms of the bump 1e-2 sin sin is 5e-3: the mismatch 0.03 is 6 times it
+    assert coarse["coupling_over_error"] == pytest.approx(6, rel=2e-3)
+    assert math.isnan(fine["coupling_over_error"])                  # a Ms-PINN run
     missing = subprocess.run([sys.executable, "benchmarks/error_scales.py", str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "has no fields.h5" in missing.stderr.splitlines()[-1]
