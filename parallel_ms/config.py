@@ -273,8 +273,8 @@ def _convert(key: str, text: Any, hint: Any) -> Any:
     optional = type(None) in typing.get_args(hint)
     if optional and text in (None, "none", "None"):
         return None
-    optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    base = args[0] if optional else hint
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    base = args[0] if union else hint
     origin = typing.get_origin(base)
     try:
         if base is bool:
