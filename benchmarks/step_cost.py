@@ -148,7 +148,9 @@ def gauss_newton_cost(trainers: dict, base: list[str], args: argparse.Namespace,
     parameter vector) on the jet trainer's network and points, beside its Adam step; and one
     hybrid Gauss-Newton step on the Gauss-Newton network (2 x 32 tanh, 16 features per map;
     matrix-free CG capped at 20 iterations, and the explicit Cholesky variant) split into
-    coarse solves, all-reduce and the rest (network)."""
+    coarse solves, all-reduce and the rest (network); and a fresh interior point set of the
+    hybrid trainer (sampling, the compression operator Q_delta, the upscaling's point data),
+    which ``sampling.resample_every = 1`` costs every step."""
     from parallel_ms.training.loop import Trainer
     from parallel_ms.training.residuals import Residuals
     jet = trainers[JET]
@@ -176,6 +178,8 @@ def gauss_newton_cost(trainers: dict, base: list[str], args: argparse.Namespace,
         split["network (the rest)"] = total - sum(split.values())
         out["steps"][solver] = {"seconds": total, "cg_iterations": info["cg_iters"],
                                 "accepted": info["accepted"], "split": split}
+    out["new_point_set_s"] = best_time(lambda: trainer.resample(1, adaptive=False),
+                                       repeats=args.steps)
     return out
 
 
@@ -189,6 +193,9 @@ def gauss_newton_table(r: dict, adam_step: float) -> None:
         print(f"  hybrid Gauss-Newton step ({solver}, 2 x 32 tanh, 16 features, float64): "
               f"{st['seconds']:.3f} s, "
               f"{st['cg_iterations']} CG iterations, accepted {st['accepted']}: {split}")
+    print(f"  a fresh point set (sampling, Q_delta, upscaling data; hybrid): "
+          f"{g['new_point_set_s']:.4f} s = "
+          f"{g['new_point_set_s'] / g['steps']['cholesky']['seconds']:.3f}x the Cholesky step")
 
 
 def table(network: str, r: dict) -> None:

@@ -22,19 +22,26 @@ from parallel_ms.coarse.mesh import vertex_coordinates
 from parallel_ms.errors import UserError
 
 
+def coo_matrix(sizes: tuple[tuple[int, int], tuple[int, int]], rows: np.ndarray,
+               columns: np.ndarray, values: np.ndarray | float, comm: MPI.Comm) -> PETSc.Mat:
+    """A distributed AIJ matrix of the given ((local, global) rows, (local, global) columns)
+    from this rank's entries (global row, global column, value) through PETSc's COO assembly
+    (MatSetPreallocationCOO / MatSetValuesCOO): entries of rows another rank owns are sent
+    there, repeated entries are summed."""
+    mat = PETSc.Mat().createAIJ(sizes, comm=comm)
+    mat.setPreallocationCOO(np.asarray(rows, dtype=PETSc.IntType),
+                            np.asarray(columns, dtype=PETSc.IntType))
+    mat.setValuesCOO(np.ascontiguousarray(np.broadcast_to(values, np.shape(rows)),
+                                          dtype=PETSc.ScalarType))
+    return mat
+
+
 def points_matrix(rows: np.ndarray, columns: np.ndarray, values: np.ndarray | float,
                   n_rows: int, m_local: int, comm: MPI.Comm) -> PETSc.Mat:
-    """A distributed AIJ matrix, ``n_rows`` rows (owned as PETSc decides) x the global point
-    set (this rank: ``m_local`` columns), from this rank's entries (global row, global column,
-    value); entries of rows another rank owns are sent there, repeated entries are summed."""
-    mat = PETSc.Mat().createAIJ(((PETSc.DECIDE, n_rows), (m_local, comm.allreduce(m_local))),
-                                comm=comm)
-    mat.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
-    mat.setUp()
-    for row, col, value in zip(rows, columns, np.broadcast_to(values, np.shape(rows))):
-        mat.setValue(int(row), int(col), float(value), addv=PETSc.InsertMode.ADD_VALUES)
-    mat.assemble()
-    return mat
+    """:func:`coo_matrix` with ``n_rows`` rows (owned as PETSc decides) x the global point
+    set (this rank: ``m_local`` columns)."""
+    return coo_matrix(((PETSc.DECIDE, n_rows), (m_local, comm.allreduce(m_local))), rows,
+                      columns, values, comm)
 
 
 def sparse_dense_product(mat: PETSc.Mat, columns: np.ndarray) -> np.ndarray:
@@ -58,6 +65,25 @@ def _structured_index(x: np.ndarray, n: int) -> np.ndarray:
     return ij[:, 0] if x.shape[1] == 1 else ij[:, 1] * (n + 1) + ij[:, 0]
 
 
+def nodes_near(points: np.ndarray, n: int, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """(point index, structured node index) of every pair of a point of ``points`` (m, d)
+    and a node of the unit mesh with ``n`` cells per direction within distance r of it and
+    farther than r from the boundary (the nodes the mean of (3.26) is taken at); point-major,
+    the nodes of a point in lexicographic order of their grid index."""
+    dim = points.shape[1]
+    lo = np.ceil((points - r) * n - 1e-9).astype(int).clip(0, n)
+    hi = np.floor((points + r) * n + 1e-9).astype(int).clip(0, n)
+    width = max(int((hi - lo).max(initial=0)) + 1, 1)
+    offsets = np.stack(np.meshgrid(*[np.arange(width)] * dim, indexing="ij"), -1)
+    grid = lo[:, None, :] + offsets.reshape(-1, dim)[None]          # (m, width^d, d)
+    nodes = grid / n
+    keep = (np.all(grid <= hi[:, None, :], axis=2)
+            & (np.linalg.norm(nodes - points[:, None, :], axis=2) <= r)
+            & np.all((nodes > r) & (nodes < 1 - r), axis=2))
+    point, k = np.nonzero(keep)
+    return point, _structured_index(nodes[point, k], n)
+
+
 class Compression:
     """Q_delta for the coarse P1 space ``V`` (unit mesh with ``n`` cells per direction) and
     this rank's interior points ``points`` (m, d)."""
@@ -71,20 +97,8 @@ class Compression:
         offset = comm.exscan(m_local) or 0
         # -- C: structured nodes x points, rows for the nodes within delta/2 of each point
         r = delta / 2
-        rows, cols = [], []
-        lo = np.ceil((points - r) * n - 1e-9).astype(int).clip(0, n)
-        hi = np.floor((points + r) * n + 1e-9).astype(int).clip(0, n)
-        for i, (p, a, b) in enumerate(zip(points, lo, hi)):
-            axes = np.meshgrid(*[np.arange(a[k], b[k] + 1) for k in range(dim)], indexing="ij")
-            nodes = np.stack([ax.ravel() for ax in axes], 1) / n
-            near = np.linalg.norm(nodes - p, axis=1) <= r
-            interior = np.all((nodes > r) & (nodes < 1 - r), axis=1)
-            keep = nodes[near & interior]
-            rows.append(_structured_index(keep, n))
-            cols.append(np.full(len(keep), offset + i))
-        C = points_matrix(np.concatenate(rows or [np.empty(0, int)]),
-                          np.concatenate(cols or [np.empty(0, int)]), 1.0, n_nodes, m_local,
-                          comm)
+        point, nodes = nodes_near(points, n, r)
+        C = points_matrix(nodes, offset + point, 1.0, n_nodes, m_local, comm)
         ones, counts = C.createVecs()
         ones.set(1.0)
         C.mult(ones, counts)                      # points per node
@@ -93,12 +107,8 @@ class Compression:
         self.node_coords = coords
         n_owned = len(coords)
         dofs = V.dof_dset.lgmap.apply(np.arange(n_owned, dtype=PETSc.IntType))
-        P = PETSc.Mat().createAIJ(((n_owned, V.dim()), (C.getLocalSize()[0], n_nodes)),
-                                  nnz=1, comm=comm)
-        structured = _structured_index(coords, n)
-        for row, col in zip(dofs, structured):
-            P.setValue(row, col, 1.0)
-        P.assemble()
+        P = coo_matrix(((n_owned, V.dim()), (C.getLocalSize()[0], n_nodes)), dofs,
+                       _structured_index(coords, n), 1.0, comm)
         cnt = P.createVecLeft()
         P.mult(counts, cnt)
         self.near_boundary = np.any((coords <= r) | (coords >= 1 - r), axis=1)
