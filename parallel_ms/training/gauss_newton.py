@@ -220,10 +220,12 @@ class GaussNewton:
         gram = self._sum(normal_matrix(jac))
         g = self._sum(jac.T @ r)
         del jac
-        eye = torch.eye(len(g), dtype=g.dtype, device=g.device)
         momentum, attempts = self._momentum_tries()[0], 0
         while attempts <= self.cfg.line_search:
-            factor, info = torch.linalg.cholesky_ex(gram + self.damping * eye)
+            shifted = gram.clone()
+            shifted.diagonal().add_(self.damping)           # G + lambda I
+            factor, info = torch.linalg.cholesky_ex(shifted)
+            del shifted
             if int(info) == 0:
                 s = torch.cholesky_solve(self._rhs(g, momentum)[:, None], factor)[:, 0]
                 gs = float(g @ s)

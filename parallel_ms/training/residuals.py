@@ -112,8 +112,8 @@ class Linearization:
         values = {"interior": res.point_jacobian(o.x_int, chunk, jet=True)}
         dv, dg, dlap = values["interior"]
         ones = [1] * (dlap.dim() - 1)                         # ([outputs,] parameters)
-        dr = -o.k.reshape(-1, *ones) * dlap - (o.grad_k.reshape(*o.grad_k.shape, *ones)
-                                               * dg).sum(1)
+        dr = dlap.mul_(-o.k.reshape(-1, *ones)).sub_(          # in place: dlap is not needed
+            (o.grad_k.reshape(*o.grad_k.shape, *ones) * dg).sum(1))
         rows = {"residual": self.scale["residual"] * dr}
         if not o.hard_bc:
             rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
@@ -203,14 +203,19 @@ class Residuals:
                 return tuple(t[0] for t in outs)
             return (functional_call(self.forward.net, dict(zip(names, params)), (xi[None],))[0],)
 
-        parts = []
+        columns = torch.tensor([0] + [p.numel() for p in self.params]).cumsum(0).tolist()
+        full: list[torch.Tensor] = []
         for start in range(0, max(len(x), 1), chunk):   # a rank without points: empty rows
             xs = x[start:start + chunk] if len(x) else x.new_zeros((1, x.shape[1]))
             jac = vmap(jacrev(at_point), in_dims=(None, 0))(self.primals(), xs)
-            parts.append([torch.cat([j.flatten(j.dim() - p.dim())
-                                     for j, p in zip(out, self.params)], -1)[:len(x)]
-                          for out in jac])
-        return tuple(torch.cat(c) for c in zip(*parts))
+            rows = min(len(x) - start, len(xs))
+            for k, out in enumerate(jac):                # written in place: no second copy
+                if len(full) == k:
+                    shape = out[0].shape[1:out[0].dim() - self.params[0].dim()]
+                    full.append(x.new_empty((len(x), *shape, columns[-1])))
+                for j, p, a, b in zip(out, self.params, columns, columns[1:]):
+                    full[k][start:start + rows, ..., a:b] = j.flatten(j.dim() - p.dim())[:rows]
+        return tuple(full)
 
     def linearize(self) -> Linearization:
         with torch.enable_grad():
