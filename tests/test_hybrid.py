@@ -9,7 +9,7 @@ from parallel_ms.coarse.assembly import assemble_matrix
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.coarse import problem as coarse_problem
 from parallel_ms.coarse.problem import CoarseProblem
-from parallel_ms.coupling.compression import Compression
+from parallel_ms.coupling.compression import Compression, nodes_near
 from parallel_ms.errors import UserError
 from parallel_ms.fine.sampling import sample
 from parallel_ms.problems import get_case
@@ -63,6 +63,24 @@ def test_compression_equals_a_direct_serial_evaluation(dim, n):
     lhs = parallel.allreduce_sum(float(qv @ e))
     rhs = parallel.allreduce_sum(float(f(shard.interior) @ tp + f(comp.node_coords) @ tn))
     assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("dim,n,r", [(1, 200, 0.05), (2, 64, 0.25)])
+def test_nodes_near_equals_a_brute_force_search(dim, n, r):
+    """The (point, node) pairs of (3.26) against all nodes of the grid, with a radius wide
+    enough that the points are searched in several blocks (2D: 33^2 candidates per point)."""
+    points = np.random.default_rng(3).random((3000, dim))
+    grid = np.stack(np.meshgrid(*[np.arange(n + 1)] * dim, indexing="ij"), -1).reshape(-1, dim)
+    nodes = grid / n
+    near = np.linalg.norm(points[:, None, :] - nodes[None], axis=2) <= r
+    near &= np.all((nodes > r) & (nodes < 1 - r), axis=1)[None]
+    point, k = np.nonzero(near)
+    index = grid[:, 0] if dim == 1 else grid[:, 1] * (n + 1) + grid[:, 0]
+    expected = sorted(zip(point.tolist(), index[k].tolist()))
+    got_points, got_nodes = nodes_near(points, n, r)
+    assert sorted(zip(got_points.tolist(), got_nodes.tolist())) == expected
+    assert np.all(np.diff(got_points) >= 0)                           # point-major
+    assert len(expected) > 3000
 
 
 @pytest.mark.mpi

@@ -69,19 +69,26 @@ def nodes_near(points: np.ndarray, n: int, r: float) -> tuple[np.ndarray, np.nda
     """(point index, structured node index) of every pair of a point of ``points`` (m, d)
     and a node of the unit mesh with ``n`` cells per direction within distance r of it and
     farther than r from the boundary (the nodes the mean of (3.26) is taken at); point-major,
-    the nodes of a point in lexicographic order of their grid index."""
+    the nodes of a point in lexicographic order of their grid index. Vectorised over blocks
+    of points (about 2^20 candidate nodes at a time)."""
     dim = points.shape[1]
     lo = np.ceil((points - r) * n - 1e-9).astype(int).clip(0, n)
     hi = np.floor((points + r) * n + 1e-9).astype(int).clip(0, n)
     width = max(int((hi - lo).max(initial=0)) + 1, 1)
     offsets = np.stack(np.meshgrid(*[np.arange(width)] * dim, indexing="ij"), -1)
-    grid = lo[:, None, :] + offsets.reshape(-1, dim)[None]          # (m, width^d, d)
-    nodes = grid / n
-    keep = (np.all(grid <= hi[:, None, :], axis=2)
-            & (np.linalg.norm(nodes - points[:, None, :], axis=2) <= r)
-            & np.all((nodes > r) & (nodes < 1 - r), axis=2))
-    point, k = np.nonzero(keep)
-    return point, _structured_index(nodes[point, k], n)
+    offsets = offsets.reshape(-1, dim)
+    block = max(1, 2 ** 20 // len(offsets))
+    found_points, found_nodes = [np.empty(0, int)], [np.empty(0, int)]
+    for start in range(0, len(points), block):
+        end = start + block
+        grid = lo[start:end, None, :] + offsets[None]                 # (block, width^d, d)
+        nodes = grid / n
+        keep = ((np.linalg.norm(nodes - points[start:end, None, :], axis=2) <= r)
+                & np.all((nodes > r) & (nodes < 1 - r), axis=2))      # past hi: farther than r
+        point, k = np.nonzero(keep)
+        found_points.append(start + point)
+        found_nodes.append(_structured_index(nodes[point, k], n))
+    return np.concatenate(found_points), np.concatenate(found_nodes)
 
 
 class Compression:
