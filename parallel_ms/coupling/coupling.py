@@ -159,17 +159,13 @@ class Coupling:
         return np.concatenate([self._row_scale() * (self.compression.apply(dvs[:, i], dvn[:, i])
                                                     - dy) for i, dy in enumerate(dys)])
 
-    def rows_tangent_columns(self, dv: torch.Tensor, d_grad_v: torch.Tensor,
-                             dv_nodes: torch.Tensor) -> np.ndarray:
-        """:meth:`rows_tangent` for the P changes along the last axis of each argument:
-        (rows, P), the coupling's block of the explicit Jacobian. With a scalar K~ the
-        tangent-linear coarse state is linear in one number, dy = dK~ (dy/dK~), so one coarse
-        tangent serves every column and the compression is one sparse-dense product; the
-        block tensor takes one tangent-linear coarse problem per column."""
-        if not isinstance(self.upscaling, ScalarUpscaling):
-            return np.stack([self.rows_tangent(*t) for t in zip(
-                dv.movedim(-1, 0), d_grad_v.movedim(-1, 0), dv_nodes.movedim(-1, 0))], 1)
-        dk = self.upscaling.tangent_columns(d_grad_v)
+    def rows_tangent_columns(self, dv: torch.Tensor, dv_nodes: torch.Tensor, dk: np.ndarray
+                             ) -> np.ndarray:
+        """:meth:`rows_tangent` for the P changes along the last axis of dv and dv_nodes, with
+        a scalar K~ whose changes are ``dk`` (P,): (rows, P), the coupling's block of the
+        explicit Jacobian. The tangent-linear coarse state is linear in one number, dy = dK~
+        (dy/dK~), so one coarse tangent serves every column and the compression is one
+        sparse-dense product (the block tensor takes :meth:`rows_tangent` per column)."""
         (unit,) = self.coarse.tangents(self.state.k, 1.0, self.ys)
         as_np = lambda t: t.detach().reshape(len(t), -1).double().cpu().numpy()  # noqa: E731
         qv = self.compression.apply_columns(as_np(dv), as_np(dv_nodes))

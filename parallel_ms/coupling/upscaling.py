@@ -65,15 +65,24 @@ class ScalarUpscaling:
     def tangent(self, d_grad_v: torch.Tensor) -> float:
         """dK~_11 (global) for a change d grad_v of grad v at this rank's points; zero while
         the bound is active (the applied K~ does not move)."""
-        return float(self.tangent_columns(d_grad_v[..., None])[0])
-
-    def tangent_columns(self, d_grad_v: torch.Tensor) -> np.ndarray:
-        """:meth:`tangent` for the P changes along the last axis of d_grad_v (M, d, P): (P,),
-        one all-reduce for all of them."""
         if not self.passes_gradient():
-            return np.zeros(d_grad_v.shape[-1])
-        local = (self.k_points[:, None] * d_grad_v[:, 0]).sum(0).double().cpu().numpy()
+            return 0.0
+        local = float((self.k_points * d_grad_v[:, 0]).sum())
         return parallel.allreduce_sum(local, self.comm) / self.n_global
+
+    def jacobian(self, grad_v: torch.Tensor, params: list[torch.Tensor]) -> np.ndarray:
+        """dK~_11/d params (global, flat (P,)) through grad_v's graph: one reverse pass and one
+        all-reduce, instead of the per-point Jacobian of grad v; zero while the bound is
+        active."""
+        n = sum(p.numel() for p in params)
+        if not self.passes_gradient():
+            return np.zeros(n)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.local(grad_v), params, retain_graph=True,
+                                        allow_unused=True)
+        local = torch.cat([torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if g is None
+                           else g.reshape(-1) for g, p in zip(grads, params)])
+        return parallel.allreduce_sum(local.double().cpu().numpy(), self.comm)
 
     def cotangent(self, g: float) -> torch.Tensor:
         """(dK~_11/d grad_v)^T g at this rank's points, shape of grad v (M, d)."""

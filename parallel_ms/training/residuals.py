@@ -106,24 +106,38 @@ class Linearization:
     def jacobian(self, chunk: int) -> torch.Tensor:
         """This rank's rows' Jacobian (local rows x parameters), terms stacked in the order
         of ``rows``. Per point by reverse mode (vmap over ``chunk`` points at a time of the
-        gradient of one point's jet: far cheaper than one forward-mode pass per parameter);
-        the coupling's block by :meth:`Coupling.rows_tangent_columns` (collective)."""
+        gradient of one point's residual r, and of v where the coupling needs it: far cheaper
+        than one forward-mode pass per parameter); the coupling's block by
+        :meth:`Coupling.rows_tangent_columns` with dK~ from one reverse pass (a scalar K~), or
+        by :meth:`Coupling.rows_tangent` per column (the block tensor, which needs d grad v
+        at every point; collective)."""
         res, o = self.owner, self.owner.objective
-        values = {"interior": res.point_jacobian(o.x_int, chunk, jet=True)}
-        dv, dg, dlap = values["interior"]
-        ones = [1] * (dlap.dim() - 1)                         # ([outputs,] parameters)
-        dr = dlap.mul_(-o.k.reshape(-1, *ones)).sub_(          # in place: dlap is not needed
-            (o.grad_k.reshape(*o.grad_k.shape, *ones) * dg).sum(1))
+        coupling = o.coupling
+        block = coupling is not None and coupling.kind == "block-tensor"
+        if block:
+            dv, dg, dlap = res.point_jacobian(o.x_int, chunk, "jet")
+            ones = [1] * (dlap.dim() - 1)                     # (outputs, parameters)
+            dr = dlap.mul_(-o.k.reshape(-1, *ones)).sub_(      # in place: dlap is not needed
+                (o.grad_k.reshape(*o.grad_k.shape, *ones) * dg).sum(1))
+        elif coupling is not None:
+            dv, dr = res.point_jacobian(o.x_int, chunk, "value-residual")
+        else:
+            (dr,) = res.point_jacobian(o.x_int, chunk, "residual")
         rows = {"residual": self.scale["residual"] * dr}
         if not o.hard_bc:
             rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
         if o.weak is not None:
             rows["weak"] = self._scaled("weak", o.weak.rows_columns(dr), dr)
-        if o.coupling is not None:
+        if coupling is not None:
             (dv_nodes,) = res.point_jacobian(o.x_nodes, chunk)
-            rows["coupling"] = self._scaled(
-                "coupling", o.coupling.rows_tangent_columns(dv, dg, dv_nodes), dv)
-        return torch.cat([rows[name].reshape(-1, dlap.shape[-1]) for name in self.rows])
+            if block:
+                columns = np.stack([coupling.rows_tangent(*t) for t in zip(
+                    dv.movedim(-1, 0), dg.movedim(-1, 0), dv_nodes.movedim(-1, 0))], 1)
+            else:
+                dk = coupling.upscaling.jacobian(self.outs[1], res.params)
+                columns = coupling.rows_tangent_columns(dv, dv_nodes, dk)
+            rows["coupling"] = self._scaled("coupling", columns, dv)
+        return torch.cat([rows[name].reshape(-1, dr.shape[-1]) for name in self.rows])
 
     def vjp(self, u: dict[str, torch.Tensor]) -> torch.Tensor:
         v, g, _, _, v_nodes = self.outs
@@ -189,26 +203,35 @@ class Residuals:
         return functional_call(self.forward, dict(zip(self.names, params)),
                                (o.x_int, o.x_bnd, o.x_nodes))
 
-    def point_jacobian(self, x: torch.Tensor, chunk: int, jet: bool = False
+    def point_jacobian(self, x: torch.Tensor, chunk: int, of: str = "value"
                        ) -> tuple[torch.Tensor, ...]:
-        """d(v)/d(theta) at the points x, or with ``jet`` d(v, grad v, lap v)/d(theta): each
-        of shape (points, *value shape, parameters)."""
+        """The derivatives d/d(theta) at the points x of: ``"value"`` v; ``"jet"`` (v, grad v,
+        lap v); ``"residual"`` r (4.8), ``"value-residual"`` (v, r) — these two at the
+        objective's interior points (x = x_int). Each of shape (points, *value shape,
+        parameters). Reverse mode per point: the cost grows with the number of quantities."""
         names = [n.removeprefix("net.") for n in self.names]
         jet_of = _JetOf(self.forward.net)
+        o = self.objective
+        extras = (o.k, o.grad_k, o.f) if of.endswith("residual") else ()
 
-        def at_point(params: tuple[torch.Tensor, ...], xi: torch.Tensor
+        def at_point(params: tuple[torch.Tensor, ...], xi: torch.Tensor, *ki: torch.Tensor
                      ) -> tuple[torch.Tensor, ...]:
-            if jet:
-                outs = functional_call(jet_of, dict(zip(self.names, params)), (xi[None],))
-                return tuple(t[0] for t in outs)
-            return (functional_call(self.forward.net, dict(zip(names, params)), (xi[None],))[0],)
+            if of == "value":
+                return (functional_call(self.forward.net, dict(zip(names, params)),
+                                        (xi[None],))[0],)
+            v, g, lap = functional_call(jet_of, dict(zip(self.names, params)), (xi[None],))
+            if of == "jet":
+                return v[0], g[0], lap[0]
+            r = residual(*(e[None] for e in ki), lap, g)[0]
+            return (v[0], r) if of == "value-residual" else (r,)
 
         columns = torch.tensor([0] + [p.numel() for p in self.params]).cumsum(0).tolist()
         full: list[torch.Tensor] = []
         for start in range(0, max(len(x), 1), chunk):   # a rank without points: empty rows
-            xs = x[start:start + chunk] if len(x) else x.new_zeros((1, x.shape[1]))
-            jac = vmap(jacrev(at_point), in_dims=(None, 0))(self.primals(), xs)
-            rows = min(len(x) - start, len(xs))
+            at = [t[start:start + chunk] if len(x) else t.new_zeros((1, *t.shape[1:]))
+                  for t in (x, *extras)]
+            jac = vmap(jacrev(at_point), in_dims=(None, *[0] * len(at)))(self.primals(), *at)
+            rows = min(len(x) - start, len(at[0]))
             for k, out in enumerate(jac):                # written in place: no second copy
                 if len(full) == k:
                     shape = out[0].shape[1:out[0].dim() - self.params[0].dim()]
