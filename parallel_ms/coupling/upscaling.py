@@ -74,14 +74,12 @@ class ScalarUpscaling:
         """dK~_11/d params (global, flat (P,)) through grad_v's graph: one reverse pass and one
         all-reduce, instead of the per-point Jacobian of grad v; zero while the bound is
         active."""
-        n = sum(p.numel() for p in params)
         if not self.passes_gradient():
-            return np.zeros(n)
+            return np.zeros(sum(p.numel() for p in params))
         with torch.enable_grad():
             grads = torch.autograd.grad(self.local(grad_v), params, retain_graph=True,
-                                        allow_unused=True)
-        local = torch.cat([torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if g is None
-                           else g.reshape(-1) for g, p in zip(grads, params)])
+                                        materialize_grads=True)
+        local = torch.cat([g.reshape(-1) for g in grads])
         return parallel.allreduce_sum(local.double().cpu().numpy(), self.comm)
 
     def cotangent(self, g: float) -> torch.Tensor:

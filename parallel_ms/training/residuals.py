@@ -154,10 +154,8 @@ class Linearization:
             as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
             pairing = pairing + (as_t(cv).reshape(v.shape) * v).sum() + (cg * g).sum() \
                 + (as_t(cn).reshape(v_nodes.shape) * v_nodes).sum()
-        grads = torch.autograd.grad(pairing, self.owner.params, retain_graph=True,
-                                    allow_unused=True)
-        return flatten([torch.zeros_like(p) if gp is None else gp
-                        for gp, p in zip(grads, self.owner.params)])
+        return flatten(torch.autograd.grad(pairing, self.owner.params, retain_graph=True,
+                                           materialize_grads=True))
 
 
 class _JetOf(nn.Module):
