@@ -171,7 +171,7 @@ def gauss_newton_cost(trainers: dict, base: list[str], args: argparse.Namespace,
         timers.wrap(parallel, "allreduce_replicated", "all-reduce")
         ctx.comm.barrier()
         t0 = time.perf_counter()
-        info = trainer.gauss_newton.step()
+        info = trainer.optimizer.step(2).stats
         total = time.perf_counter() - t0
         timers.restore()
         split = dict(timers.seconds)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from mpi4py import MPI
 
 from parallel_ms.errors import UserError
+from parallel_ms.training.optimizers.registry import curvature_memory, spec
 
 if TYPE_CHECKING:
     from parallel_ms.config import Config
@@ -141,7 +142,7 @@ def parameter_count(cfg: "Config", dim: int, outputs: int) -> int:
 def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimate]:
     """The parts of a training run, per rank (points and meshes are sharded over the ranks;
     the network and the optimizer state are replicated)."""
-    from parallel_ms.training.setup import DEFAULT_COARSE_CELLS
+    from parallel_ms.config import DEFAULT_COARSE_CELLS
     dim, itemsize = problem.dim, 8 if cfg.network.dtype == "float64" else 4
     hybrid = cfg.train.method == "hybrid"
     outputs = 2 if hybrid and cfg.coupling.upscaling == "block-tensor" else 1
@@ -172,16 +173,16 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
                             cfg.sampling.interior / ranks * ball * COMPRESSION_PER_NONZERO,
                             "coupling.delta / coarse.cells / sampling.interior"))
     p = float(parameter_count(cfg, dim, outputs))
-    kind = cfg.optimizer.kind
-    vectors = 4 + (2 * cfg.optimizer.lbfgs_history if "lbfgs" in kind else 0)
+    history = spec(cfg.optimizer.kind).history
+    vectors = 4 + (2 * cfg.optimizer.lbfgs_history if history else 0)
     out.append(Estimate(f"the network and optimizer state ({p:.3g} parameters)",
                         p * itemsize * vectors, "network.width / network.depth / "
-                        "network.features" + (" / optimizer.lbfgs_history"
-                                              if "lbfgs" in kind else "")))
-    if kind.endswith("gauss-newton") and cfg.optimizer.gn_solver == "cholesky":
-        rows = cfg.sampling.interior / ranks * outputs + points + (cells + 1) ** dim
-        out.append(Estimate(f"the Gauss-Newton normal equations ({p:.3g} x {p:.3g}, and the "
-                            f"local Jacobian)", itemsize * (rows * p + 3 * p * p),
+                        "network.features" + (" / optimizer.lbfgs_history" if history else "")))
+    rows = cfg.sampling.interior / ranks * outputs + points + (cells + 1) ** dim
+    curvature = curvature_memory(cfg.optimizer, p, rows, itemsize)
+    if curvature:
+        out.append(Estimate(f"the Gauss-Newton curvature solver {cfg.optimizer.gn_solver} "
+                            f"({p:.3g} parameters, {rows:.3g} rows per rank)", curvature,
                             "optimizer.gn_solver (cg needs no P x P matrix) or the network "
                             "size"))
     return out

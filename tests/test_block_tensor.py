@@ -14,7 +14,8 @@ from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.errors import UserError
 from parallel_ms.problems import get_case
 from parallel_ms.training.gradcheck import taylor_test
-from parallel_ms.training.setup import build, flat_grad
+from parallel_ms.training.optimizers.base import flat_grad
+from parallel_ms.training.setup import build
 
 fd = pytest.importorskip("firedrake")
 BLOCK = ["train.method=hybrid", "problem.case=paper-2d", "sampling.interior=3000",

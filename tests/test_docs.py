@@ -33,6 +33,52 @@ def test_readme_is_a_short_front_door_with_working_links():
             assert (page.parent / target).exists(), (page.name, target)
 
 
+#: a page of docs/ as code, docstrings and pages cite it (``docs/<page>.md``, with ``§4.3`` or
+#: ``#anchor`` after it); not ``../shared/docs/<page>.md``, a note outside the repository.
+DOC_REFERENCE = re.compile(r"(?<![\w/.-])docs/([\w.-]+?\.md)\b")
+#: a relative Markdown link to a page: ``](page.md)``, ``](../README.md#anchor)``
+PAGE_LINK = re.compile(r"\]\(([^)#:\s]+\.md)(?:#([^)\s]*))?\)")
+
+
+def doc_citers(root):
+    """The files whose references to docs/ must resolve."""
+    return sorted({*root.glob("parallel_ms/**/*.py"), *root.glob("benchmarks/*.py"),
+                   *root.glob("tests/*.py"), root / "README.md", *root.glob("docs/*.md")})
+
+
+def anchors(page):
+    """GitHub's heading anchors of a Markdown page (lower case, punctuation dropped, spaces
+    to hyphens, repeated headings numbered)."""
+    seen, out = {}, set()
+    for heading in re.findall(r"^#+\s+(.*?)\s*$", page.read_text(), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        out.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def dangling_doc_references(root):
+    """(file, reference) for every ``docs/<page>.md`` cited in code, tests, README and docs that is
+    not a file of the repository, and every relative page link of README and docs/*.md whose
+    page or heading anchor does not exist."""
+    bad = []
+    for path in doc_citers(root):
+        text = path.read_text()
+        bad += [(path.relative_to(root), f"docs/{name}") for name in DOC_REFERENCE.findall(text)
+                if not (root / "docs" / name).is_file()]
+        if path.suffix == ".md":
+            for target, anchor in PAGE_LINK.findall(text):
+                page = path.parent / target
+                if not page.is_file() or (anchor and anchor not in anchors(page)):
+                    bad.append((path.relative_to(root), f"{target}#{anchor}" if anchor else target))
+    return bad
+
+
+def test_every_cited_doc_and_page_link_resolves_in_the_repository():
+    assert len(doc_citers(ROOT)) > 50 and (ROOT / "docs" / "second-order.md").is_file()
+    assert not dangling_doc_references(ROOT)
+
+
 @pytest.mark.parametrize("command", sorted(set(re.findall(r"`python -m parallel_ms (\w+)",
                                                           README))))
 def test_each_readme_command_answers_help(command, capsys):

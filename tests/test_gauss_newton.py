@@ -10,8 +10,10 @@ from mpi4py import MPI
 
 from conftest import bounds_inactive
 from parallel_ms import config, parallel
-from parallel_ms.training import gauss_newton
-from parallel_ms.training.gauss_newton import GaussNewton, conjugate_gradients, normal_matrix
+from parallel_ms.training.optimizers import curvature
+from parallel_ms.training.optimizers.curvature import conjugate_gradients, normal_matrix
+from parallel_ms.training.optimizers.gauss_newton import GaussNewton
+from parallel_ms.training.optimizers.registry import curvature_solver
 from parallel_ms.training.residuals import Residuals, unflatten
 from parallel_ms.training.setup import build
 
@@ -151,12 +153,13 @@ def test_parallel_step_keeps_replicas_bitwise_equal_and_equals_one_rank(case, so
     steps = {}
     for ctx in (parallel.init("cpu"), _serial_context()):
         s = build(cfg, ctx)
-        gn = GaussNewton(Residuals(s.objective, s.forward), cfg.optimizer, ctx.comm)
+        gn = GaussNewton(Residuals(s.objective, s.forward), cfg.optimizer,
+                         curvature_solver(solver), ctx.comm)
         theta0 = _flat(s)
-        first = gn.step()
+        first = gn.step().stats
         steps[ctx.comm is WORLD] = (_flat(s) - theta0, first)
         if ctx.comm is WORLD:
-            infos = [first] + [gn.step() for _ in range(9)]
+            infos = [first] + [gn.step().stats for _ in range(9)]
             flat = _flat(s).numpy()
             assert np.array_equal(flat, WORLD.bcast(flat, root=0))        # bitwise, 10 steps
             decisions = [(i["damping"], i["cg_iters"], i["accepted"]) for i in infos]
@@ -179,11 +182,11 @@ def _after_one_momentum_step(solver):
         f"optimizer.gn_momentum={MU}", "optimizer.gn_damping=10", "optimizer.cg_max_iter=20"])
     s = build(cfg, parallel.init("cpu"))
     res = Residuals(s.objective, s.forward)
-    gn = GaussNewton(res, cfg.optimizer)
-    first = gn.step()
+    gn = GaussNewton(res, cfg.optimizer, curvature_solver(solver))
+    first = gn.step().stats
     assert first["accepted"] and gn.previous is not None and first["momentum"] == 0  # no s' yet
     lin = res.linearize()
-    jac = lin.jacobian(gn.chunk)
+    jac = lin.jacobian(gn.solver.chunk)
     gram = parallel.allreduce_sum(jac.T @ jac)
     g = parallel.allreduce_sum(jac.T @ torch.cat(list(lin.rows.values())))
     return s, gn, gram, g
@@ -199,10 +202,10 @@ def test_momentum_step_solves_the_spring_system(solver, monkeypatch):
     previous, damping, theta1 = gn.previous.clone(), gn.damping, _flat(s)
     rhs = -g + damping * MU * previous
     calls = []
-    solve = gauss_newton.conjugate_gradients
-    monkeypatch.setattr(gauss_newton, "conjugate_gradients",
+    solve = curvature.conjugate_gradients
+    monkeypatch.setattr(curvature, "conjugate_gradients",
                         lambda *args: calls.append(args) or solve(*args))
-    info = gn.step()
+    info = gn.step().stats
     assert info["accepted"]
     taken = _flat(s) - theta1
     torch.testing.assert_close(gn.previous, taken, rtol=1e-10,      # (theta + s) - theta
@@ -231,10 +234,10 @@ def test_rejected_momentum_step_is_solved_again_without_momentum(solver, monkeyp
     trial, outcomes, solves = gn._trial, [], []
     monkeypatch.setattr(gn, "_trial", lambda *args: outcomes.append(trial(*args))
                         or (None if len(outcomes) <= rejected else outcomes[-1]))
-    solve = gauss_newton.conjugate_gradients
-    monkeypatch.setattr(gauss_newton, "conjugate_gradients",
+    solve = curvature.conjugate_gradients
+    monkeypatch.setattr(curvature, "conjugate_gradients",
                         lambda *args: solves.append(args) or solve(*args))
-    info = gn.step()
+    info = gn.step().stats
     assert info["accepted"] and (info["momentum"], info["trials"]) == (0, rejected + 1)
     taken = _flat(s) - theta1
     if solver == "cg":

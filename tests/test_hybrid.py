@@ -275,7 +275,7 @@ def test_bound_holds_k_tilde_when_driven_against_it():
 @pytest.mark.mpi
 def test_n_rank_hybrid_gradient_equals_one_rank():
     import dataclasses
-    from parallel_ms.training.setup import flat_grad
+    from parallel_ms.training.optimizers.base import flat_grad
     s = _inside_bounds(_hybrid_setup("paper-2d", ["coupling.tau2=1e5"]))
     loss = sum(s.objective.terms(s.forward).values())
     loss.backward()

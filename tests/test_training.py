@@ -10,7 +10,10 @@ from parallel_ms import config, parallel
 from parallel_ms.__main__ import DEFAULT_RUN
 from parallel_ms.errors import UserError
 from parallel_ms.training.balancing import GradNormBalancer
-from parallel_ms.training.optimizers import PlateauSwitch, global_loss, make_adam, make_lbfgs
+from parallel_ms.training.optimizers.switching import Plateau
+from parallel_ms.training.optimizers.base import StepRecord, Target
+from parallel_ms.training.optimizers.lbfgs import global_loss, make_lbfgs
+from parallel_ms.training.optimizers.registry import build_optimizer
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
@@ -46,14 +49,20 @@ def test_config_toml_roundtrip(tmp_path):
     assert again == cfg and again.network.sigmas == [1.0, 15.0] and again.network.hard_bc
 
 
+def _quadratic_target() -> Target:
+    p = [torch.nn.Parameter(torch.ones(2, dtype=torch.float64))]
+
+    def local_loss(consistent: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        term = (p[0] ** 2).sum()
+        return term, {"residual": term}
+    return Target(p, local_loss, lambda: None, MPI.COMM_SELF)
+
+
 def test_adam_schedule_is_the_papers():
-    p = [torch.nn.Parameter(torch.zeros(1))]
-    opt, sched = make_adam(p, config.OptimizerConfig(lr=5e-4))
-    for _ in range(2000):
-        opt.step()
-        sched.step()
-    assert sched.get_last_lr()[0] == pytest.approx(5e-4 * 0.75 ** 2)
-    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+    adam = build_optimizer(_quadratic_target(), config.OptimizerConfig(lr=5e-4))
+    records = [adam.step(k) for k in range(1, 2001)]
+    assert records[-1].lr == pytest.approx(5e-4 * 0.75 ** 2) and records[-1].optimizer == "adam"
+    assert adam.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_grad_norm_balancing_moves_weights_to_norm_ratios():
@@ -69,11 +78,36 @@ def test_grad_norm_balancing_moves_weights_to_norm_ratios():
 
 
 def test_plateau_switch():
-    sw = PlateauSwitch(window=10, tol=0.05)
-    assert not any(sw(1.0 / (k + 1)) for k in range(40))  # still decreasing fast
-    sw = PlateauSwitch(window=10, tol=0.05)
-    fired = [sw(1.0) for _ in range(20)]
+    sw = Plateau(window=10, tol=0.05)
+    record = lambda norm: StepRecord("adam", {}, norm)  # noqa: E731
+    assert not any(sw.after(record(1.0 / (k + 1))) for k in range(40))  # still decreasing fast
+    sw = Plateau(window=10, tol=0.05)
+    fired = [sw.after(record(1.0)) for _ in range(20)]
     assert fired[-1] and not any(fired[:-1])
+
+
+@pytest.mark.parametrize("kind,rule", [("adam-lbfgs", ["optimizer.switch_window=2",
+                                                       "optimizer.switch_tol=1.0"]),
+                                       ("adam-gauss-newton", ["optimizer.gn_warmup=3"])])
+def test_switching_optimizer_resumes_in_either_phase(kind, rule):
+    """The composite switches once (L-BFGS after a plateau of the window, Gauss-Newton after the
+    warm-up), builds its second optimizer only then, and a state_dict taken in either phase
+    restores that phase."""
+    cfg = config.load(None, [f"optimizer.kind={kind}", *rule]).optimizer
+    target = _quadratic_target()
+    target.residuals = lambda: pytest.fail("Gauss-Newton built before its warm-up ended")
+    opt = build_optimizer(target, cfg)
+    names = [opt.step(k).optimizer for k in range(1, 4)]
+    assert names == ["adam"] * 3 and opt.second is None
+    state = opt.state_dict()
+    again = build_optimizer(target, cfg)
+    again.load_state_dict(state)
+    assert again.second is None and again.name == "adam"
+    if kind == "adam-lbfgs":
+        assert [opt.step(k).optimizer for k in (4, 5)] == ["adam", "lbfgs"]   # window 2 x 2
+        state = opt.state_dict()
+        again.load_state_dict(state)
+        assert again.name == "lbfgs" and again.consistent and not again.freezes_balancing
 
 
 def test_lbfgs_with_one_iteration_per_step_searches_its_line():

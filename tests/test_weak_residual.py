@@ -8,7 +8,8 @@ from mpi4py import MPI
 
 from parallel_ms import config, parallel
 from parallel_ms.training.residuals import Residuals
-from parallel_ms.training.setup import build, flat_grad
+from parallel_ms.training.optimizers.base import flat_grad
+from parallel_ms.training.setup import build
 from parallel_ms.training.weak_residual import hat_values
 
 WORLD = MPI.COMM_WORLD
@@ -34,7 +35,7 @@ def test_weak_rows_are_the_tested_residual_and_the_adam_term_their_square():
     s = build(config.load(None, SMALL), parallel.init("cpu"))
     o = s.objective
     lin = Residuals(o, s.forward).linearize()
-    r = lin.r_graph.detach()
+    r = lin.rows["residual"] * o.shard.n_interior ** 0.5     # the rows: sqrt(1 / M) r
     # direct: W_n = sqrt(tau n^d) / M sum_i phi_n(x_i) r_i over ALL points
     x_all = np.concatenate(WORLD.allgather(o.x_int.numpy()))
     r_all = np.concatenate(WORLD.allgather(r.numpy()))

@@ -130,8 +130,12 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
     if cfg.output.fields:
         from parallel_ms.io.fields import write_fields
         from parallel_ms.io.plots import make_plots
+        from parallel_ms.training.fields import field_arrays
+        s = trainer.s
         with trainer.best_iterate():
-            write_fields(trainer, run_dir.path)
+            groups = field_arrays(s.net, s.forward, s.objective, s.objective.coupling,
+                                  trainer.reference())
+            write_fields(run_dir.path, groups, {"dim": s.problem.dim, "case": s.problem.name})
         if ctx.is_root:
             make_plots(run_dir.path)
         outputs += ", history.png, fields.png, fields.h5, fields/*.pvd (ParaView)"

@@ -11,10 +11,11 @@ Reduced gradient (3.13)/(4.28): with the adjoints B p_i = 2 tau_2 W (Q v_i - y_i
 
     dJ^/dtheta = dJ/dtheta |_{y fixed} + <dJ^/dK~, dK~/dtheta>,
 
-where dJ^/dK~ comes from the coarse problem's ``sensitivity(p, y)``. :meth:`Coupling.term`
-returns a per-rank surrogate whose gradient is exactly that (the autodiff part through Q^T and
-the network, the adjoint part as the detached dJ^/dK~ paired with the differentiable local
-share of K~) and whose value is tau_2 R, so it enters the same all-reduce as the PINN terms.
+where dJ^/dK~ comes from the coarse problem's ``sensitivity(p, y)``. The term is defined by its
+rows sqrt(tau_2 w) (Q v_i - y_i) (:meth:`Coupling.rows`, tau_2 R the sum over ranks of their
+squares); :meth:`Coupling.rows_cotangent` is their adjoint (Q^T, and the adjoint coarse solve
+for the path through K~), which the training objective uses as the rows' backward, so the
+reduced gradient above is 2 J^T rows.
 """
 from __future__ import annotations
 
@@ -46,11 +47,18 @@ class CouplingState:
 
 
 class Coupling:
-    def __init__(self, problem: Problem, mesh: fd.MeshGeometry, n: int, points: np.ndarray,
-                 k_points: torch.Tensor, n_global: int, delta: float, tau2: float,
-                 weights: str = "uniform", k12: float | None = None,
+    def __init__(self, problem: Problem, mesh: fd.MeshGeometry, *, cells: int,
+                 points: np.ndarray, k_points: torch.Tensor, n_global: int, delta: float,
+                 tau2: float, weights: str = "uniform", k12: float | None = None,
                  k22: float | None = None, upscaling: str = "isotropic",
                  blocks: Sequence[int] = (1, 1)) -> None:
+        """The coupling of the fine problem on this rank's collocation ``points`` (with the
+        points ``k_points`` of the Monte-Carlo upscaling, ``n_global`` of them on all ranks) to
+        the coarse problem on ``mesh`` (``cells`` per direction): compression radius ``delta``
+        of Q_delta (2.9), (3.26), weight ``tau2`` (3.1), node weights ``weights`` (uniform |
+        lumped), the given K~_12, K~_22 ``k12``/``k22`` (2D), the ``upscaling`` (isotropic
+        (4.10) | block-tensor, Algorithm 4.1) and its ``blocks`` per direction."""
+        n = cells
         self.comm = mesh.comm
         if (k12 is not None or k22 is not None or upscaling != "isotropic") \
                 and problem.dim != 2:
@@ -113,41 +121,22 @@ class Coupling:
         return {**self.upscaling.log_values(st.k, st.k_raw, st.bound_active),
                 "R": st.coupling, "tau2": self.tau2}
 
-    def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> tuple[list[np.ndarray], float]:
-        """e_i = Q v_i - y_i at the owned coarse dofs, one per output, and this rank's share of
-        R; records the global R."""
+    def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> list[np.ndarray]:
+        """e_i = Q v_i - y_i at the owned coarse dofs, one per output; records the global R."""
         vs, vn = _columns(v), _columns(v_nodes)
         e = [self.compression.apply(vs[:, i], vn[:, i]) - y for i, y in enumerate(self.ys)]
         r_local = float(sum((self.w * ei * ei).sum() for ei in e))
         self.state.coupling = parallel.allreduce_sum(r_local, self.comm)
-        return e, r_local
+        return e
 
-    def term(self, v: torch.Tensor, grad_v: torch.Tensor, v_nodes: torch.Tensor
-             ) -> torch.Tensor:
-        """Local surrogate of tau_2 R with the reduced gradient (see the module docstring)."""
-        vs, vn = v.reshape(len(v), -1), v_nodes.reshape(len(v_nodes), -1)
-        as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
-        e, r_local = self._errors(v, v_nodes)
-        rhs = [2 * self.tau2 * self.w * ei for ei in e]                   # -dJ/dy_i
-        s = v.new_zeros(())
-        for i, b in enumerate(rhs):
-            g_points, g_nodes = self.compression.transpose(b)  # d(tau_2 R)/dv_i, y fixed
-            s = s + as_t(g_points) @ vs[:, i] + as_t(g_nodes) @ vn[:, i]
-        if self.upscaling.passes_gradient():
-            ps = [self.coarse.adjoint(self.state.k, b) for b in rhs]
-            g = self.coarse.sensitivity(ps, self.ys)
-            s = s + (self.upscaling.cotangent(g) * grad_v).sum()
-        value = self.tau2 * r_local
-        return s + (value - s.detach())
-
-    # ---- the coupling term as residual rows (Gauss-Newton, docs/second-order.md §2) -------
+    # ---- the coupling term as residual rows (docs/second-order.md §2) -------------------
     def _row_scale(self) -> np.ndarray:
         return np.sqrt(self.tau2 * self.w)
 
     def rows(self, v: torch.Tensor, v_nodes: torch.Tensor) -> np.ndarray:
         """sqrt(tau_2 w) (Q v_i - y_i) at the owned dofs, outputs concatenated: tau_2 R is the
         sum over ranks of their squares. Call after :meth:`refresh` at the current K~."""
-        return np.concatenate([self._row_scale() * e for e in self._errors(v, v_nodes)[0]])
+        return np.concatenate([self._row_scale() * e for e in self._errors(v, v_nodes)])
 
     def rows_tangent(self, dv: torch.Tensor, d_grad_v: torch.Tensor, dv_nodes: torch.Tensor
                      ) -> np.ndarray:

@@ -19,7 +19,7 @@ def log_line(row: dict[str, Any]) -> str:
     if "k11" in row:
         parts.append(f"R {row['R']:.3e}  K~ {row['k11']:.4f}"
                      + (" (bound)" if row["bound_active"] else ""))
-    if row.get("optimizer") == "gauss-newton":
+    if row.get("damping") is not None:                  # a Gauss-Newton step
         parts.append(f"damping {row['damping']:.1e}"
                      + (f"  CG {row['cg_iters']}" if row["cg_iters"] else ""))
     else:

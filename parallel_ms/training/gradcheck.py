@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from parallel_ms import parallel
-from parallel_ms.training.setup import flat_grad
+from parallel_ms.training.optimizers.base import flat_grad
 
 STEPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 ROUNDOFF = 1e-12  #: remainders below ROUNDOFF * |J| are round-off, not Taylor remainders

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,11 +28,11 @@ from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
 from parallel_ms.reference.metrics import relative_errors, torch_point_function
 from parallel_ms.training.balancing import GradNormBalancer
-from parallel_ms.training.gauss_newton import GaussNewton
-from parallel_ms.training.optimizers import (PlateauSwitch, global_loss, make_adam,
-                                             make_lbfgs)
+from parallel_ms.training.checkpoint_policy import CheckpointPolicy
+from parallel_ms.training.optimizers.base import Target
+from parallel_ms.training.optimizers.registry import build_optimizer
 from parallel_ms.training.residuals import Residuals
-from parallel_ms.training.setup import Setup, build, flat_grad
+from parallel_ms.training.setup import Setup, build
 
 
 @dataclass
@@ -48,6 +48,14 @@ class Result:
     preempted: bool = False
 
 
+class Callback:
+    """A per-step hook of :meth:`Trainer.run` (as the callbacks of PINA's or Lightning's
+    trainers): subclasses override what they need."""
+
+    def on_step_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
+        """After step ``row["step"]`` is complete (evaluated, timed), before it is logged."""
+
+
 class Trainer:
     def __init__(self, cfg: Config, ctx: ParallelContext) -> None:
         self.cfg, self.ctx = cfg, ctx
@@ -59,18 +67,12 @@ class Trainer:
                        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         self.balancer = GradNormBalancer(self.s.objective.term_names, cfg.balancing.every,
                                          cfg.balancing.alpha, cfg.balancing.enabled)
-        kind = cfg.optimizer.kind
-        self.optimizer_kind = kind if kind in ("lbfgs", "gauss-newton") else "adam"
-        self.gauss_newton = GaussNewton(
-            Residuals(self.s.objective, self.s.forward, lambda: self.balancer.weights),
-            cfg.optimizer, ctx.comm) if kind.endswith("gauss-newton") else None
-        self.adam, self.scheduler = make_adam(self.params, cfg.optimizer)
-        self.lbfgs = make_lbfgs(self.params, cfg.optimizer)
-        self.switch = PlateauSwitch(cfg.optimizer.switch_window, cfg.optimizer.switch_tol) \
-            if cfg.optimizer.kind == "adam-lbfgs" else None
+        self.optimizer = build_optimizer(Target(
+            self.params, self._local_loss, lambda: Residuals(
+                self.s.objective, self.s.forward, lambda: self.balancer.weights), ctx.comm),
+            cfg.optimizer)
         self._reference = None
         self.current_step = 0
-        self._k_refreshed: Any = None
         self.best: tuple[float, int, dict[str, Any]] = (
             float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
         self.k11_best: float | None = None
@@ -78,88 +80,37 @@ class Trainer:
         self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
         #: (step, rel. L2, rel. H1) of the best iterate when it was evaluated at its own step
         self._best_evaluated: tuple[int, float, float] | None = None
-        self.s.objective.refresh_policy = self._refresh_due
-
-    # ---- hybrid: lazy coarse refresh and tau_2 continuation -----------------------------
-    def _refresh_due(self, k_raw: Any) -> bool:
-        """Re-solve the coarse state? Always under L-BFGS and Gauss-Newton and in every-step
-        mode (consistent objective); lazily otherwise: every T_K steps, when K~ moved more
-        than the tolerance (paper: T_K = 100, 1e-2)."""
-        c = self.cfg.coupling
-        due = (self._k_refreshed is None or self.optimizer_kind != "adam"
-               or c.refresh == "every-step"
-               or (self.current_step % c.refresh_every == 0
-                   and np.abs(np.asarray(k_raw) - self._k_refreshed).max() > c.refresh_tol))
-        if due:
-            self._k_refreshed = k_raw
-        return due
-
-    def _tau2(self, step: int) -> float:
-        c, n = self.cfg.coupling, self.cfg.train.steps
-        start = c.continuation * n
-        if not c.continuation or step <= start:
-            return c.tau2
-        return c.tau2 * max(n - step, 0) / (n - start)
+        self.checkpoints = CheckpointPolicy(cfg.output.checkpoint_every,
+                                            cfg.output.checkpoint_minutes, ctx.comm)
 
     # ---- one step -----------------------------------------------------------------------
-    def _local_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        terms = self.s.objective.terms(self.ddp)
+    def _local_loss(self, consistent: bool = False
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This rank's weighted loss x ranks (DDP averages the gradients) and its terms."""
+        terms = self.s.objective.terms(self.ddp, consistent)
         return self.balancer.combine(terms) * self.ctx.size, terms
 
     def step(self, step: int) -> dict[str, Any]:
+        """Training step ``step`` by the run's optimizer; its metrics row."""
         self.current_step = step
-        coupling = self.s.objective.coupling
-        if coupling is not None:
-            coupling.tau2 = self._tau2(step)
-        if (self.optimizer_kind == "adam" and self.gauss_newton is not None
-                and step > self.cfg.optimizer.gn_warmup):
-            self.optimizer_kind = "gauss-newton"
-            parallel.print0(f"step {step}: Adam warm-up done, switching to Gauss-Newton")
-        # the balancing weights are frozen under Gauss-Newton (they would change the objective
-        # between the step's model and its line search)
-        if self.optimizer_kind != "gauss-newton" and self.balancer.due(step):
-            self.balancer.update(self.s.objective.terms(self.s.forward), self.params)
-        extra: dict[str, Any] = {}
-        if self.gauss_newton is not None:
-            extra = dict.fromkeys(("damping", "cg_iters", "step_length", "gain_ratio", "trials",
-                                   "momentum"))
-        if self.optimizer_kind == "adam":
-            self.adam.zero_grad(set_to_none=True)
-            loss_local, terms = self._local_loss()
-            loss_local.backward()
-            grad_norm = float(torch.linalg.vector_norm(flat_grad(self.params)))
-            self.adam.step()
-            self.scheduler.step()
-            lr = self.scheduler.get_last_lr()[0]
-        elif self.optimizer_kind == "gauss-newton":
-            info = self.gauss_newton.step()  # type: ignore[union-attr]
-            terms, grad_norm, lr = info["terms"], info["grad_norm"], float("nan")
-            extra = {k: info[k] for k in extra}
-        else:
-            seen: dict[str, Any] = {}
-
-            def closure() -> torch.Tensor:
-                self.lbfgs.zero_grad(set_to_none=True)
-                loss_local, terms = self._local_loss()
-                loss_local.backward()
-                seen["terms"] = terms
-                return global_loss(loss_local / self.ctx.size)
-
-            self.lbfgs.step(closure)
-            terms = seen["terms"]
-            grad_norm = float(torch.linalg.vector_norm(flat_grad(self.params)))
-            lr = self.cfg.optimizer.lbfgs_lr
+        objective = self.s.objective
+        objective.advance(step)
+        if not self.optimizer.freezes_balancing and self.balancer.due(step):
+            self.balancer.update(objective.terms(self.s.forward, self.optimizer.consistent),
+                                 self.params)
+        record = self.optimizer.step(step)
+        terms = record.terms
         values = parallel.allreduce_sum(np.array([float(t.detach()) if isinstance(t, torch.Tensor)
                                                   else t for t in terms.values()]))
-        row = {"step": step, "optimizer": self.optimizer_kind, "lr": lr, "grad_norm": grad_norm,
-               **extra, **{name: float(v) for name, v in zip(terms, values)},
+        stats = dict.fromkeys(self.optimizer.stat_names)
+        stats.update({k: record.stats.get(k) for k in stats})
+        row = {"step": step, "optimizer": record.optimizer, "lr": record.lr,
+               "grad_norm": record.grad_norm, **stats,
+               **{name: float(v) for name, v in zip(terms, values)},
                **{f"w_{n}": w for n, w in self.balancer.weights.items()}}
         row["loss"] = sum(self.balancer.weights[n] * row[n] for n in terms)
-        if coupling is not None:
-            row.update(coupling.log_values())
-        if self.switch is not None and self.optimizer_kind == "adam" and self.switch(grad_norm):
-            self.optimizer_kind = "lbfgs"
-            parallel.print0(f"step {step}: gradient norm plateau, switching Adam -> L-BFGS")
+        if objective.coupling is not None:
+            row.update(objective.coupling.log_values())
         return row
 
     # ---- evaluation ---------------------------------------------------------------------
@@ -205,15 +156,11 @@ class Trainer:
         replicated = {
             "step": self.current_step, "elapsed": self._elapsed(),
             "validation_time": self._validation_time,
-            "network": dict(self.s.net.state_dict()), "optimizer_kind": self.optimizer_kind,
-            "adam": self.adam.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "lbfgs": self.lbfgs.state_dict(), "balancer": self.balancer.state_dict(),
-            "switch_norms": None if self.switch is None else list(self.switch.norms),
+            "network": dict(self.s.net.state_dict()),
+            "optimizer": self.optimizer.state_dict(), "balancer": self.balancer.state_dict(),
             "best": {"loss": self.best[0], "step": self.best[1],
                      "network": dict(self.best[2]), "k11": self.k11_best},
-            "k_refreshed": self._k_refreshed,
-            "gauss_newton": None if self.gauss_newton is None
-            else self.gauss_newton.state_dict()}
+            "coarse_refresh": self.s.objective.refresh.state_dict()}
         shard = self.s.objective.shard
         per_rank: dict[str, Any] = {
             "rng": {"torch": torch.get_rng_state(),
@@ -227,20 +174,13 @@ class Trainer:
 
     def load_state_dict(self, replicated: dict[str, Any], per_rank: dict[str, Any]) -> None:
         self.s.net.load_state_dict(replicated["network"])
-        self.optimizer_kind = replicated["optimizer_kind"]
-        self.adam.load_state_dict(replicated["adam"])
-        self.scheduler.load_state_dict(replicated["scheduler"])
-        self.lbfgs.load_state_dict(replicated["lbfgs"])
+        self.optimizer.load_state_dict(replicated["optimizer"])
         self.balancer.load_state_dict(replicated["balancer"])
-        if self.switch is not None:
-            self.switch.norms = list(replicated["switch_norms"] or [])
         b = replicated["best"]
         self.best = (b["loss"], b["step"], b["network"])
         self._best_evaluated = None
         self.k11_best = b["k11"]
-        self._k_refreshed = replicated["k_refreshed"]
-        if self.gauss_newton is not None:
-            self.gauss_newton.load_state_dict(replicated["gauss_newton"])
+        self.s.objective.refresh.load_state_dict(replicated["coarse_refresh"])
         self.current_step = replicated["step"]
         self._elapsed_before = replicated["elapsed"]
         self._validation_time = replicated.get("validation_time", 0.0)
@@ -262,13 +202,18 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def run(self, log: Callable[[dict[str, Any]], None] | None = None,
             checkpoint: Callable[[], None] | None = None,
-            stop_requested: Callable[[], bool] = lambda: False) -> Result:
+            stop_requested: Callable[[], bool] = lambda: False,
+            callbacks: Sequence[Callback] = ()) -> Result:
         """Algorithm 3.1 (hybrid) or plain PINN training from the current step to
-        ``train.steps``. ``log`` receives every step's row; ``checkpoint`` is called every
-        ``output.checkpoint_every`` steps and at the end; when ``stop_requested()`` (the same
-        answer on every rank) the run checkpoints after the current step and stops early."""
+        ``train.steps``. Every step's row goes to each callback's ``on_step_end`` (which may
+        add entries), then to ``log``; ``checkpoint`` is called when
+        :attr:`checkpoints` says so (every ``output.checkpoint_every`` steps, every
+        ``output.checkpoint_minutes`` of wall time) and at the end; when ``stop_requested()``
+        (the same answer on every rank) the run checkpoints after the current step and stops
+        early."""
         cfg = self.cfg
         self._t0 = time.perf_counter()
+        self.checkpoints.start()
         history = []
         stopped = False
         for step in range(self.current_step + 1, cfg.train.steps + 1):
@@ -296,13 +241,14 @@ class Trainer:
                     self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
             row["wall_time"] = self._elapsed()
             row["train_time"] = row["wall_time"] - self._validation_time
+            for callback in callbacks:
+                callback.on_step_end(self, row)
             history.append(row)
             if log is not None:
                 log(row)
             stopped = stop_requested()
-            every = cfg.output.checkpoint_every
-            if checkpoint is not None and (stopped or step == cfg.train.steps
-                                           or (every and step % every == 0)):
+            if checkpoint is not None and self.checkpoints.due(
+                    step, final=step == cfg.train.steps, stopped=stopped):
                 checkpoint()
             if stopped:
                 break

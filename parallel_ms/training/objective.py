@@ -1,9 +1,19 @@
-"""The PINN terms of the objective (3.24) on this rank's collocation points.
+"""The training objective (3.24)/(3.25) on this rank's points, defined once: as weighted
+residual rows, whose squared norms are the loss terms.
 
-    J_PINN(v) = |Omega|/M sum_i r(x_i)^2 + tau_1 |dOmega|/M_b sum_b v(x_b)^2,
-    r = -K_eps lap v - grad K_eps . grad v - f_eps,   f_eps = q + d_1 K_eps     (4.8)/(4.11)
+    residual  sqrt(|Omega| / M) r(x_i),   r = -K_eps lap v - grad K_eps . grad v - f_eps  (4.8)
+    boundary  sqrt(tau_1 |dOmega| / M_b) v(x_b)                             (soft BCs only)
+    weak      Phi r        (r tested against coarse hat functions, loss.tau_weak > 0: .weak_residual)
+    coupling  sqrt(tau_2 w_n) (Q v_i - y_i(K~(theta)))_n                  (owned coarse dofs)
 
-and, with ``loss.tau_weak > 0``, the weak residual ||Phi r||^2 (:mod:`.weak_residual`).
+so J_PINN(v) = |Omega|/M sum_i r(x_i)^2 + tau_1 |dOmega|/M_b sum_b v(x_b)^2 (+ the weak term,
++ tau_2 R (3.25) for the hybrid method) is the sum over ranks and terms of ||rows||^2. The
+rows are differentiable: the weak and coupling rows, computed by PETSc, are torch autograd
+functions whose backward is their adjoint (for the coupling the reduced gradient (3.13)/(4.28):
+the compression's transpose and one adjoint coarse solve per output), so the scalar loss,
+its gradient (Adam, L-BFGS: :meth:`PINNObjective.terms`) and the Gauss-Newton products
+(:mod:`.residuals`: reverse mode through the same rows, forward mode through
+:meth:`PINNObjective.row_tangents`) all derive from :meth:`PINNObjective.rows`.
 
 M and M_b are the GLOBAL point counts, so each rank's terms are partial sums whose sum over
 ranks is the serial value for the same global point set. K_eps, grad K_eps and f_eps are
@@ -11,7 +21,8 @@ evaluated once per point set.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,39 +30,75 @@ from torch import nn
 
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.fine.derivatives import derivatives
+from parallel_ms.fine.residual import residual
 from parallel_ms.fine.sampling import Shard
 from parallel_ms.problems import Problem
+from parallel_ms.training.schedules import CoarseRefresh, Tau2Continuation
 from parallel_ms.training.weak_residual import WeakResidual
 
-TERMS = ("residual", "boundary")
+#: the network's outputs at the objective's points: v, grad v, lap v (interior), v (boundary),
+#: v (owned coarse nodes, for the coupling)
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def residual(k: torch.Tensor, grad_k: torch.Tensor, f: torch.Tensor, lap: torch.Tensor,
-             grad: torch.Tensor) -> torch.Tensor:
-    """r = -K lap v - grad K . grad v - f (the lifted problem (4.8)); for a network with n
-    outputs (one per temperature drop) lap and f are (M, n) and grad is (M, d, n)."""
-    if lap.dim() == 2:
-        k, grad_k = k[:, None], grad_k[:, :, None]
-    return -k * lap - (grad_k * grad).sum(1) - f
+def _tensor(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=like.dtype, device=like.device)
+
+
+class _WeakRows(torch.autograd.Function):
+    """Phi r (collective), backward Phi^T u."""
+
+    @staticmethod
+    def forward(ctx: Any, r: torch.Tensor, weak: WeakResidual) -> torch.Tensor:
+        ctx.weak, ctx.shape = weak, r.shape
+        return _tensor(weak.rows(r), r)
+
+    @staticmethod
+    def backward(ctx: Any, u: torch.Tensor) -> tuple[torch.Tensor, None]:
+        c = ctx.weak.cotangent(u.detach().double().cpu().numpy())
+        return _tensor(c, u).reshape(ctx.shape), None
+
+
+class _CouplingRows(torch.autograd.Function):
+    """sqrt(tau_2 w) (Q v - y(K~)) at the owned dofs (collective); backward: the reduced
+    gradient through Q^T (y fixed) and the adjoint coarse solve (through K~ and grad v)."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, grad_v: torch.Tensor, v_nodes: torch.Tensor,
+                coupling: Coupling) -> torch.Tensor:
+        ctx.coupling, ctx.shapes = coupling, (v.shape, v_nodes.shape)
+        ctx.save_for_backward(grad_v)
+        return _tensor(coupling.rows(v, v_nodes), v)
+
+    @staticmethod
+    def backward(ctx: Any, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        (grad_v,) = ctx.saved_tensors
+        cv, cg, cn = ctx.coupling.rows_cotangent(u.detach().double().cpu().numpy(), grad_v)
+        return (_tensor(cv, u).reshape(ctx.shapes[0]), cg.to(grad_v).expand_as(grad_v),
+                _tensor(cn, u).reshape(ctx.shapes[1]), None)
 
 
 class PINNObjective:
-    """Local partial sums of the PINN terms for one shard of points."""
+    """The objective's rows and terms for one shard of points (with the coupling and the weak
+    residual when attached). ``refresh`` decides when the coarse state is re-solved."""
 
     def __init__(self, problem: Problem, shard: Shard, dtype: torch.dtype,
                  device: torch.device, tau1: float = 1.0, hard_bc: bool = False,
-                 outputs: int = 1) -> None:
+                 outputs: int = 1, refresh: CoarseRefresh | None = None) -> None:
         self.problem = problem
         self.outputs = outputs
         self.dtype, self.device = dtype, device
         self.tau1 = tau1
         self.hard_bc = hard_bc
+        self.refresh = refresh or CoarseRefresh()
         self.coupling: Coupling | None = None
+        self.tau2: Tau2Continuation | None = None
         self.weak: WeakResidual | None = None
-        self._weak_of: Callable[[Shard], WeakResidual] | None = None
+        self._weak_cells: tuple[int, float, Any] | None = None
+        #: bumped whenever the objective's definition changes (points, tau_2): what a cached
+        #: linearization (Gauss-Newton) depends on besides the parameters
+        self.version = 0
         self.x_nodes = torch.empty((0, problem.dim), dtype=dtype, device=device)
-        #: decides, from the current Monte-Carlo K~_11, whether to re-solve the coarse state
-        self.refresh_policy: Callable[[Any], bool] = lambda k: True
         self.set_points(shard)
 
     def set_points(self, shard: Shard) -> None:
@@ -66,10 +113,13 @@ class PINNObjective:
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
         self.shard = shard
-        if self._weak_of is not None:
-            self.weak = self._weak_of(shard)
+        if self._weak_cells is not None:
+            cells, tau, comm = self._weak_cells
+            self.weak = WeakResidual(shard.interior.reshape(-1, self.problem.dim),
+                                     shard.n_interior, cells, tau, self.outputs, comm)
         if self.coupling is not None:
             self.coupling.set_points(shard.interior, self.k, shard.n_interior)
+        self.version += 1
 
     def _source(self, x64: torch.Tensor) -> torch.Tensor:
         """f_eps per output: (M,) for one output, (M, n) for the temperature drops e_1..e_n."""
@@ -77,19 +127,27 @@ class PINNObjective:
             return self.problem.lifted_source(x64)
         return torch.stack([self.problem.lifted_source(x64, i) for i in range(self.outputs)], 1)
 
-    def attach_coupling(self, coupling: Coupling) -> None:
-        """Hybrid method: add the coupling term tau_2 R (3.25) with its adjoint gradient."""
-        self.coupling = coupling
-        self.x_nodes = torch.tensor(coupling.node_points, dtype=self.dtype,
-                                       device=self.device)
+    def attach_coupling(self, coupling: Coupling, tau2: Tau2Continuation | None = None) -> None:
+        """Hybrid method: add the coupling term tau_2 R (3.25), tau_2 over the steps by
+        ``tau2`` (default: the coupling's own, constant)."""
+        self.coupling, self.tau2 = coupling, tau2
+        self.x_nodes = torch.tensor(coupling.node_points, dtype=self.dtype, device=self.device)
 
     def attach_weak(self, cells: int, tau: float, comm: Any) -> None:
         """Add the weak residual tau_w ||Phi r||^2 on hat functions of ``cells`` cells per
         direction (:mod:`.weak_residual`)."""
-        self._weak_of = lambda shard: WeakResidual(
-            shard.interior.reshape(-1, self.problem.dim), shard.n_interior, cells, tau,
-            self.outputs, comm)
+        self._weak_cells = (cells, tau, comm)
         self.set_points(self.shard)
+
+    def advance(self, step: int) -> None:
+        """The objective of training step ``step``: tau_2 from its continuation, the step
+        the coarse-refresh rule counts."""
+        self.refresh.step = step
+        if self.coupling is not None and self.tau2 is not None:
+            tau2 = self.tau2(step)
+            if tau2 != self.coupling.tau2:
+                self.coupling.tau2 = tau2
+                self.version += 1
 
     @property
     def term_names(self) -> list[str]:
@@ -97,23 +155,48 @@ class PINNObjective:
                 + ([] if self.weak is None else ["weak"])
                 + ([] if self.coupling is None else ["coupling"]))
 
-    def terms(self, forward: nn.Module) -> dict[str, torch.Tensor]:
-        """Local partial sums {residual, boundary, weak, coupling} (boundary only with soft
-        BCs, weak and coupling when attached) through ``forward`` (a
+    def outputs_of(self, forward: nn.Module) -> Outputs:
+        """The network's outputs at this shard's points through ``forward`` (a
         :class:`~parallel_ms.fine.model.PINNForward`, maybe DDP-wrapped)."""
-        v, g, lap, v_b, v_nodes = forward(self.x_int, self.x_bnd, self.x_nodes)
+        return forward(self.x_int, self.x_bnd, self.x_nodes)
+
+    def rows(self, outs: Outputs, consistent: bool = True) -> dict[str, torch.Tensor]:
+        """This rank's rows per term (the module docstring), differentiable with respect to
+        the network's outputs ``outs``. With a coupling the coarse state is re-solved first
+        when ``consistent`` or the refresh rule says so (collective)."""
+        v, g, lap, v_b, v_nodes = outs
         r = residual(self.k, self.grad_k, self.f, lap, g)
-        out = {"residual": self.w_int * (r ** 2).sum()}
+        out = {"residual": math.sqrt(self.w_int) * r.reshape(-1)}
         if not self.hard_bc:
-            out["boundary"] = self.w_bnd * (v_b ** 2).sum()
+            out["boundary"] = math.sqrt(self.w_bnd) * v_b.reshape(-1)
         if self.weak is not None:
-            out["weak"] = self.weak.term(r)
+            out["weak"] = _WeakRows.apply(r, self.weak)
         if self.coupling is not None:
-            k_raw = self.coupling.k_global(g)
-            if self.refresh_policy(k_raw):
+            k_raw = self.coupling.k_global(g.detach())
+            if self.refresh.due(k_raw, consistent):
                 self.coupling.refresh(k_raw)
-            out["coupling"] = self.coupling.term(v, g, v_nodes)
+            out["coupling"] = _CouplingRows.apply(v, g, v_nodes, self.coupling)
         return out
+
+    def row_tangents(self, dv: torch.Tensor, dg: torch.Tensor, dlap: torch.Tensor,
+                     dv_b: torch.Tensor, dv_nodes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows' change for a change (dv, d grad v, d lap v, dv_b, dv_nodes) of the
+        network's outputs (forward mode; the coupling's through the tangent-linear coarse
+        problem at the current coarse state, collective)."""
+        dr = residual(self.k, self.grad_k, torch.zeros_like(self.f), dlap, dg)
+        out = {"residual": math.sqrt(self.w_int) * dr.reshape(-1)}
+        if not self.hard_bc:
+            out["boundary"] = math.sqrt(self.w_bnd) * dv_b.reshape(-1)
+        if self.weak is not None:
+            out["weak"] = _tensor(self.weak.rows(dr), dr)
+        if self.coupling is not None:
+            out["coupling"] = _tensor(self.coupling.rows_tangent(dv, dg, dv_nodes), dv)
+        return out
+
+    def terms(self, forward: nn.Module, consistent: bool = False) -> dict[str, torch.Tensor]:
+        """Local partial sums ||rows||^2 per term (:meth:`rows`), differentiable."""
+        return {name: (r * r).sum()
+                for name, r in self.rows(self.outputs_of(forward), consistent).items()}
 
     def pointwise_residual(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
         """|r| at arbitrary local points (for adaptive resampling; the Euclidean norm over

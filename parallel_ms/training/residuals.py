@@ -1,18 +1,12 @@
-"""The training objective (3.24)/(3.25) as weighted residual rows, and products with their
-Jacobian (for Gauss-Newton; docs/second-order.md §1-2).
+"""Products with the Jacobian of the objective's residual rows (for Gauss-Newton;
+docs/second-order.md §1-2).
 
-On this rank's points the objective's terms are squared norms of residual vectors
-
-    interior  sqrt(lambda_r |Omega| / M) r(x_i),     r = -K lap v - grad K . grad v - f   (4.8)
-    boundary  sqrt(lambda_b tau_1 |dOmega| / M_b) v(x_b)                (soft BCs only)
-    weak      sqrt(lambda_w) Phi r   (owned test functions; loss.tau_weak > 0: .weak_residual)
-    coupling  sqrt(lambda_c tau_2 w_n) (Q v_i - y_i(K~(theta)))_n       (owned coarse dofs)
-
-with lambda the (frozen) balancing weights, so that J(theta) = sum over ranks of ||r||^2 is
-the objective Adam and L-BFGS minimise. A :class:`Linearization` at the current parameters
-offers J delta (forward mode through the jet path, then the coupling's tangent-linear coarse
-solve) and J^T u (one reverse pass through a retained graph, with the coupling's adjoint
-solve), both on this rank's rows: sums over ranks are the caller's (an all-reduce of a
+The rows are :meth:`~parallel_ms.training.objective.PINNObjective.rows` (the objective's one
+definition) times sqrt(lambda), lambda the (frozen) balancing weights, so that
+J(theta) = sum over ranks of ||rows||^2 is the objective Adam and L-BFGS minimise. A
+:class:`Linearization` at the current parameters offers J delta (forward mode through the jet
+path, then the rows' tangents, the coupling's by its tangent-linear coarse solve) and J^T u
+(one reverse pass through the rows' retained graph, the coupling's by its adjoint solve), both on this rank's rows: sums over ranks are the caller's (an all-reduce of a
 parameter-sized vector, as DDP does for a gradient).
 """
 from __future__ import annotations
@@ -26,7 +20,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.training.objective import PINNObjective, residual
+from parallel_ms.fine.residual import residual
+from parallel_ms.training.objective import PINNObjective
 
 
 def flatten(tensors: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
@@ -47,61 +42,26 @@ class Linearization:
     ``rows`` maps each term to this rank's weighted residual vector (detached); ``jvp(delta)``
     returns the same layout for J delta; ``vjp(u)`` returns this rank's share of J^T u as a
     flat parameter vector. Both are linear; the coupling's parts are collective calls, so all
-    ranks call them together."""
+    ranks call them together. The rows are :meth:`PINNObjective.rows` times the square roots
+    of the (frozen) balancing weights."""
 
     def __init__(self, residuals: "Residuals") -> None:
         self.owner = residuals
         objective = residuals.objective
-        self.outs = residuals.forward(objective.x_int, objective.x_bnd, objective.x_nodes)
-        v, g, lap, v_b, v_nodes = self.outs
+        self.outs = objective.outputs_of(residuals.forward)
         self.scale = residuals.scales()
-        r = residual(objective.k, objective.grad_k, objective.f, lap, g)
-        self.rows_graph = {"residual": self.scale["residual"] * r}
-        if not objective.hard_bc:
-            self.rows_graph["boundary"] = self.scale["boundary"] * v_b
-        self.r_graph = r
-        coupling = objective.coupling
-        if coupling is not None:
-            coupling.refresh(coupling.k_global(g.detach()))   # y = y(K~(theta)): consistent
-        self.rows = {name: t.detach().reshape(-1) for name, t in self.rows_graph.items()}
-        if objective.weak is not None:
-            self.rows["weak"] = self._scaled("weak", objective.weak.rows(r), v)
-        if coupling is not None:
-            self.rows["coupling"] = self._scaled(
-                "coupling", coupling.rows(v.detach(), v_nodes.detach()), v)
+        self.rows_graph = {n: self.scale[n] * r for n, r in objective.rows(self.outs).items()}
+        self.rows = {name: t.detach() for name, t in self.rows_graph.items()}
 
     def local_terms(self) -> dict[str, float]:
         """This rank's ||rows||^2 per term, without the balancing weights."""
         weights = self.owner.weights
         return {n: float(r @ r) / weights.get(n, 1.0) for n, r in self.rows.items()}
 
-    def _network_rows(self, delta: torch.Tensor
-                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The PINN rows' J delta, the residual's change dr and the tangents (dv, d grad v,
-        dv_nodes) the coupling rows need (pure torch: vmap-able over directions)."""
-        res = self.owner
-        objective = res.objective
-        dv, dg, dlap, dv_b, dv_nodes = jvp(res.outputs_of, res.primals(),
-                                           unflatten(delta, res.params))[1]
-        dr = residual(objective.k, objective.grad_k, torch.zeros_like(objective.f), dlap, dg)
-        rows = {"residual": (self.scale["residual"] * dr).reshape(-1)}
-        if not objective.hard_bc:
-            rows["boundary"] = (self.scale["boundary"] * dv_b).reshape(-1)
-        return rows, dr, (dv, dg, dv_nodes)
-
-    def _scaled(self, term: str, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-        """Rows computed in NumPy (weak residual, coupling) scaled, as tensors."""
-        return self.scale[term] * torch.as_tensor(rows, dtype=like.dtype, device=like.device)
-
     def jvp(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows, dr, tangents = self._network_rows(delta)
-        objective = self.owner.objective
-        if objective.weak is not None:
-            rows["weak"] = self._scaled("weak", objective.weak.rows(dr), dr)
-        if objective.coupling is not None:
-            rows["coupling"] = self._scaled(
-                "coupling", objective.coupling.rows_tangent(*tangents), tangents[0])
-        return rows
+        res = self.owner
+        tangents = jvp(res.outputs_of, res.primals(), unflatten(delta, res.params))[1]
+        return {n: self.scale[n] * t for n, t in res.objective.row_tangents(*tangents).items()}
 
     def jacobian(self, chunk: int) -> torch.Tensor:
         """This rank's rows' Jacobian (local rows x parameters), terms stacked in the order
@@ -123,9 +83,10 @@ class Linearization:
             dv, dr = res.point_jacobian(o.x_int, chunk, "value-residual")
         else:
             (dr,) = res.point_jacobian(o.x_int, chunk, "residual")
-        rows = {"residual": self.scale["residual"] * dr}
+        rows = {"residual": self.scale["residual"] * math.sqrt(o.w_int) * dr}
         if not o.hard_bc:
-            rows["boundary"] = self.scale["boundary"] * res.point_jacobian(o.x_bnd, chunk)[0]
+            rows["boundary"] = (self.scale["boundary"] * math.sqrt(o.w_bnd)
+                                * res.point_jacobian(o.x_bnd, chunk)[0])
         if o.weak is not None:
             rows["weak"] = self._scaled("weak", o.weak.rows_columns(dr), dr)
         if coupling is not None:
@@ -139,21 +100,12 @@ class Linearization:
             rows["coupling"] = self._scaled("coupling", columns, dv)
         return torch.cat([rows[name].reshape(-1, dr.shape[-1]) for name in self.rows])
 
+    def _scaled(self, term: str, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """Jacobian blocks computed in NumPy (weak residual, coupling) scaled, as tensors."""
+        return self.scale[term] * torch.as_tensor(rows, dtype=like.dtype, device=like.device)
+
     def vjp(self, u: dict[str, torch.Tensor]) -> torch.Tensor:
-        v, g, _, _, v_nodes = self.outs
-        pairing = sum((r.reshape(-1) * u[n]).sum() for n, r in self.rows_graph.items())
-        objective = self.owner.objective
-        if objective.weak is not None:
-            cr = objective.weak.cotangent(self.scale["weak"] * u["weak"].double().cpu().numpy())
-            pairing = pairing + (torch.as_tensor(cr, dtype=v.dtype, device=v.device)
-                                 .reshape(self.r_graph.shape) * self.r_graph).sum()
-        coupling = objective.coupling
-        if coupling is not None:
-            cv, cg, cn = coupling.rows_cotangent(self.scale["coupling"]
-                                                 * u["coupling"].double().cpu().numpy(), g)
-            as_t = lambda a: torch.as_tensor(a, dtype=v.dtype, device=v.device)  # noqa: E731
-            pairing = pairing + (as_t(cv).reshape(v.shape) * v).sum() + (cg * g).sum() \
-                + (as_t(cn).reshape(v_nodes.shape) * v_nodes).sum()
+        pairing = sum((r * u[n]).sum() for n, r in self.rows_graph.items())
         return flatten(torch.autograd.grad(pairing, self.owner.params, retain_graph=True,
                                            materialize_grads=True))
 
@@ -186,12 +138,8 @@ class Residuals:
         return self._weights()
 
     def scales(self) -> dict[str, float]:
-        """Row scale per term: sqrt(balancing weight x the term's quadrature weight)."""
-        o, w = self.objective, self.weights
-        return {"residual": math.sqrt(w.get("residual", 1.0) * o.w_int),
-                "boundary": math.sqrt(w.get("boundary", 1.0) * o.w_bnd),
-                "weak": math.sqrt(w.get("weak", 1.0)),
-                "coupling": math.sqrt(w.get("coupling", 1.0))}
+        """Row scale per term: the square root of its balancing weight."""
+        return {n: math.sqrt(self.weights.get(n, 1.0)) for n in self.objective.term_names}
 
     def primals(self) -> tuple[torch.Tensor, ...]:
         return tuple(p.detach() for p in self.params)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from parallel_ms.coarse.mesh import unit_mesh
-from parallel_ms.config import Config
+from parallel_ms.config import DEFAULT_COARSE_CELLS, Config
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
@@ -15,9 +14,7 @@ from parallel_ms.fine.sampling import Shard, sample, validation_sample
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.problems import Problem, get_case
 from parallel_ms.training.objective import PINNObjective
-
-#: default coarse cells per direction: the paper's h = 0.004 (1D) and h ~ 0.04 (2D)
-DEFAULT_COARSE_CELLS = {1: 250, 2: 25}
+from parallel_ms.training.schedules import CoarseRefresh, Tau2Continuation
 
 
 @dataclass
@@ -45,10 +42,10 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     outputs = 2 if cfg.train.method == "hybrid" and c.upscaling == "block-tensor" else 1
     net = build_network(cfg.network, problem, outputs).to(ctx.device)
     forward = PINNForward(net, cfg.loss.derivatives)
-    fine = lambda points: PINNObjective(  # noqa: E731
+    fine = lambda points, refresh=None: PINNObjective(  # noqa: E731
         problem, points, DTYPES[cfg.network.dtype], ctx.device, cfg.loss.tau1,
-        cfg.network.hard_bc, outputs)
-    objective = fine(shard)
+        cfg.network.hard_bc, outputs, refresh)
+    objective = fine(shard, CoarseRefresh.from_config(c))
     validation = None
     if cfg.sampling.validation:
         points = validation_sample(mesh, cfg.sampling.validation, cfg.sampling.method,
@@ -59,11 +56,8 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
         objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm)
     if cfg.train.method == "hybrid":
         objective.attach_coupling(Coupling(
-            problem, mesh, cells, shard.interior, objective.k, shard.n_interior,
-            c.delta or problem.eps, c.tau2, c.weights, c.k12, c.k22, c.upscaling, c.blocks))
+            problem, mesh, cells=cells, points=shard.interior, k_points=objective.k,
+            n_global=shard.n_interior, delta=c.delta or problem.eps, tau2=c.tau2,
+            weights=c.weights, k12=c.k12, k22=c.k22, upscaling=c.upscaling, blocks=c.blocks),
+            Tau2Continuation.from_config(c, cfg.train.steps))
     return Setup(problem, mesh, net, forward, objective, validation)
-
-
-def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in params])

@@ -92,11 +92,3 @@ class WeakResidual:
             self.phi.multTranspose(self.node_vec, self.point_vec)
             out.append(self.point_vec.getArray().copy())
         return np.stack(out, 1)
-
-    def term(self, r: torch.Tensor) -> torch.Tensor:
-        """This rank's share of ||W||^2 (its owned rows), with the gradient of the global
-        ||W||^2 with respect to this rank's r: 2 Phi^T W (collective)."""
-        w = self.rows(r)
-        grad = torch.as_tensor(self.cotangent(2 * w), dtype=r.dtype, device=r.device)
-        s = (grad.reshape(r.shape) * r).sum()
-        return s + (float(w @ w) - s.detach())

@@ -1,0 +1,224 @@
+"""Reading and writing the run configuration of :mod:`parallel_ms.config`: TOML files,
+``--set key=value`` overrides converted to the annotated types, validation with one-line errors
+naming the key, the value and what is allowed, and the resolved configuration as TOML.
+
+Import these through :mod:`parallel_ms.config` (``config.load``, ``config.set_value``,
+``config.validate``, ``config.to_toml``), which re-exports them. The schema (the dataclasses and
+the tables of allowed values) is imported inside the functions that need it, so that either module
+may be imported first."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from parallel_ms.errors import UserError
+
+if TYPE_CHECKING:
+    from parallel_ms.config import Config
+
+
+def _error(key: str, value: object, allowed: str) -> UserError:
+    return UserError(f"{key} = {value!r} (allowed: {allowed})", collective=True)
+
+
+INT_LIMIT = 2 ** 63          #: integers must fit a signed 64-bit integer (seeds, counts)
+
+
+def _to_int(text: Any) -> int:
+    """An integer from an int, an integral float (TOML ``1e6``) or text such as ``25000`` or
+    ``1e10``; not from booleans or fractional values."""
+    if isinstance(text, bool):
+        raise ValueError
+    value = text if isinstance(text, int) else float(text)
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ValueError
+        value = int(value)
+    if not -INT_LIMIT < value < INT_LIMIT:
+        raise ValueError
+    return value
+
+
+def _to_float(text: Any) -> float:
+    if isinstance(text, bool):
+        raise ValueError
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _to_str(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError
+    return text
+
+
+_SCALARS: dict[type, tuple[Any, str]] = {
+    int: (_to_int, "an integer, |n| < 2^63"), float: (_to_float, "a finite number"),
+    str: (_to_str, "a non-empty string")}
+
+
+def _to_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("true", "1", "yes", "on"):
+        return True
+    if str(text).lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _convert(key: str, text: Any, hint: Any) -> Any:
+    """A value of the annotated type from TOML or from ``--set`` text."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    if optional and text in (None, "none", "None"):
+        return None
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    base = args[0] if union else hint
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            return _to_bool(text)
+        if origin is list:
+            items = text if isinstance(text, list) \
+                else [t for t in str(text).strip("[]").split(",") if t.strip()]
+            return [_SCALARS[typing.get_args(base)[0]][0](t) for t in items]
+        return _SCALARS[base][0](text)
+    except (TypeError, ValueError, OverflowError):
+        if origin is list:
+            item = typing.get_args(base)[0]
+            what = f"a list of {'integers' if item is int else 'finite numbers'}"
+        else:
+            what = "true or false" if base is bool else _SCALARS[base][1]
+        raise _error(key, text, what + (" or none" if optional else "")) from None
+
+
+def _section_and_field(cfg: Config, key: str) -> tuple[Any, dataclasses.Field]:
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    section, _, name = key.partition(".")
+    if section not in sections or not name:
+        raise UserError(f"config key '{key}' is unknown (sections: {', '.join(sections)})",
+                        collective=True)
+    obj = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if name not in fields:
+        raise UserError(f"config key '{key}' is unknown (allowed in [{section}]: "
+                        f"{', '.join(fields)})", collective=True)
+    return obj, fields[name]
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.key`` of ``cfg`` from TOML or ``--set`` text, converted to the
+    annotated type."""
+    obj, f = _section_and_field(cfg, key)
+    hints = typing.get_type_hints(type(obj))
+    setattr(obj, f.name, _convert(key, value, hints[f.name]))
+
+
+def load(path: Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then a TOML file, then ``key=value`` overrides; validated."""
+    from parallel_ms.config import Config
+    from parallel_ms.training.optimizers.registry import spec
+    cfg = Config()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file '{path}' does not exist", collective=True) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"config file '{path}' cannot be read "
+                            f"({getattr(err, 'strerror', None) or err})", collective=True) from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"config file '{path}' is not valid TOML: {err}",
+                            collective=True) from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise UserError(f"config key '{section}' is unknown (expected [section] tables)",
+                                collective=True)
+            for name, value in values.items():
+                set_value(cfg, f"{section}.{name}", value)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set '{item}' (allowed: section.key=value)", collective=True)
+        set_value(cfg, key.strip(), value.strip())
+    validate(cfg)
+    if cfg.network.dtype == "auto":
+        cfg.network.dtype = "float64" if spec(cfg.optimizer.kind).second_order else "float32"
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise a one-line :class:`UserError` for the first invalid value."""
+    from parallel_ms.config import CHOICES, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, UPPER
+
+    def get(key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(cfg, section), name)
+
+    for key, allowed in CHOICES.items():
+        if get(key) not in allowed:
+            raise _error(key, get(key), ", ".join(allowed))
+    for key in POSITIVE:
+        v = get(key)
+        if v is not None and not v > 0:
+            raise _error(key, v, "> 0")
+    for key in NON_NEGATIVE:
+        if get(key) < 0:
+            raise _error(key, get(key), ">= 0")
+    for key, most in UPPER.items():
+        if get(key) > most():
+            raise _error(key, get(key), f"<= {most()}")
+    for key in UNIT_INTERVAL:
+        if not 0 <= get(key) < 1:
+            raise _error(key, get(key), "0 <= value < 1")
+    if cfg.network.sigmas is not None and (not cfg.network.sigmas
+                                            or min(cfg.network.sigmas) <= 0):
+        raise _error("network.sigmas", cfg.network.sigmas, "a non-empty list of values > 0")
+    if cfg.coupling.k22 is not None and cfg.coupling.k22 <= 0:
+        raise _error("coupling.k22", cfg.coupling.k22, "> 0 or none")
+    if cfg.coupling.k12 is not None and cfg.coupling.k22 is None:
+        raise _error("coupling.k12", cfg.coupling.k12, "none unless coupling.k22 is given")
+    if len(cfg.coupling.blocks) != 2 or min(cfg.coupling.blocks) < 1:
+        raise _error("coupling.blocks", cfg.coupling.blocks, "two integers >= 1")
+    if cfg.coupling.upscaling == "block-tensor" and cfg.coupling.k22 is not None:
+        raise _error("coupling.k22", cfg.coupling.k22,
+                     "none with coupling.upscaling = 'block-tensor' (it upscales all entries)")
+    if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
+        raise _error("sampling.resample_every", cfg.sampling.resample_every,
+                     "0 when sampling.adaptive_every is set (one resampling rule at a time)")
+    if cfg.reference.degree not in (1, 2):
+        raise _error("reference.degree", cfg.reference.degree, "1, 2")
+    from parallel_ms.problems import get_case
+    try:
+        problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
+    except UserError as err:
+        raise UserError(f"problem.case = {cfg.problem.case!r}: {err}", collective=True) from None
+    if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":
+        raise _error("coupling.upscaling", cfg.coupling.upscaling,
+                     f"'isotropic' for the {problem.dim}D case '{problem.name}'")
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved configuration as TOML (None values are written as comments)."""
+    lines = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if v is None:
+                lines.append(f"# {k} = (default)")
+            elif isinstance(v, bool):
+                lines.append(f"{k} = {str(v).lower()}")
+            elif isinstance(v, str):
+                lines.append(f'{k} = "{v}"')
+            else:
+                lines.append(f"{k} = {v!r}")
+        lines.append("")
+    return "\n".join(lines)

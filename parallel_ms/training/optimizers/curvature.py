@@ -1,0 +1,168 @@
+"""Curvature solvers of the Gauss-Newton step: (J^T J + lambda I) s = b for the linearization
+of one step (docs/second-order.md §3), each a strategy behind :class:`CurvatureSolver`.
+
+- :class:`Cholesky`: the explicit Gauss-Newton matrix G = J^T J (this rank's rows' Jacobian,
+  summed over ranks: P x P on every rank) and a Cholesky factorisation of G + lambda I;
+- :class:`ConjugateGradients`: matrix-free CG, each iteration one Jacobian product each way on
+  this rank's rows and one sum over ranks of a parameter-sized vector.
+
+A solver that holds J^T J (``explicit``) re-solves a rejected step with a larger damping at no
+new Jacobian products; a matrix-free one is followed by a backtracking line search along its
+step. New solvers: one class here (or in a file of their own) and one entry in
+:data:`parallel_ms.training.optimizers.registry.CURVATURE_SOLVERS`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from parallel_ms.config import OptimizerConfig
+
+if TYPE_CHECKING:
+    from parallel_ms.training.residuals import Linearization
+
+#: a sum over ranks of a tensor, bitwise equal on every rank
+Sum = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Solution:
+    x: torch.Tensor
+    jtj_x: torch.Tensor               #: J^T J x (for the model's predicted decrease)
+    iterations: int = 0               #: operator applications (matrix-free solvers)
+
+
+class CurvatureSolver(ABC):
+    """Solves (J^T J + lambda I) s = b on the linearization ``bind`` was given."""
+
+    #: holds J^T J: a rejected step is re-solved with a larger damping
+    explicit: bool = False
+
+    def __init__(self, cfg: OptimizerConfig, total: Sum, chunk: int) -> None:
+        self.cfg, self.total, self.chunk = cfg, total, chunk
+
+    @abstractmethod
+    def bind(self, lin: "Linearization") -> None:
+        """Work on ``lin`` from now on."""
+
+    @abstractmethod
+    def gradient(self) -> torch.Tensor:
+        """The global gradient g = J^T r of the bound linearization's rows."""
+
+    @abstractmethod
+    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None
+              ) -> Solution | None:
+        """The solution (None where G + lambda I is found not positive definite)."""
+
+    @staticmethod
+    def memory(parameters: float, rows: float, itemsize: int) -> float:
+        """Bytes per rank beyond a few parameter-sized vectors (``rows``: this rank's)."""
+        return 0.0
+
+
+def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                        damping: float, x0: torch.Tensor | None, tol: float,
+                        max_iter: int) -> Solution:
+    """CG on (A + damping I) x = b, A = ``apply`` (symmetric positive semidefinite), from x0
+    (dropped when it is worse than zero), until ||residual|| <= tol ||b|| or max_iter."""
+    def op(v: torch.Tensor) -> torch.Tensor:
+        return apply(v) + damping * v
+
+    iterations = 0
+    x = torch.zeros_like(b)
+    r = b.clone()
+    if x0 is not None:
+        r0 = b - op(x0)
+        iterations += 1
+        if r0 @ r0 < r @ r:
+            x, r = x0.clone(), r0
+    p, rr, target = r.clone(), float(r @ r), tol * float(b.norm())
+    while iterations < max_iter and math.sqrt(rr) > target:
+        ap = op(p)
+        iterations += 1
+        pap = float(p @ ap)
+        if pap <= 0:
+            break
+        a = rr / pap
+        x.add_(p, alpha=a)
+        r.add_(ap, alpha=-a)
+        rr_new = float(r @ r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return Solution(x, b - r - damping * x, iterations)
+
+
+class ConjugateGradients(CurvatureSolver):
+    """Matrix-free: CG with J^T J p = J^T (J p) by one forward- and one reverse-mode product
+    on this rank's rows and one sum over ranks per iteration; warm-started from x0."""
+
+    def bind(self, lin: "Linearization") -> None:
+        self.lin = lin
+
+    def gradient(self) -> torch.Tensor:
+        return self.total(self.lin.vjp(self.lin.rows))
+
+    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None) -> Solution:
+        lin = self.lin
+        return conjugate_gradients(lambda p: self.total(lin.vjp(lin.jvp(p))), b, damping, x0,
+                                   self.cfg.cg_tol, self.cfg.cg_max_iter)
+
+
+def normal_matrix(jac: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """J^T J from the products of its upper block triangle (column blocks of J), mirrored:
+    (blocks + 1) / (2 blocks) of the work of ``jac.T @ jac``, as a symmetric rank-k update
+    would do, on any device; exactly symmetric."""
+    cols = jac.tensor_split(min(blocks, jac.shape[1]), dim=1)
+    edges = [0]
+    for c in cols:
+        edges.append(edges[-1] + c.shape[1])
+    out = jac.new_empty(jac.shape[1], jac.shape[1])
+    for i, a in enumerate(cols):
+        for k in range(i, len(cols)):
+            block = a.T @ cols[k]
+            if k == i:
+                out[edges[i]:edges[i + 1], edges[i]:edges[i + 1]] = (block + block.T) / 2
+            else:
+                out[edges[i]:edges[i + 1], edges[k]:edges[k + 1]] = block
+                out[edges[k]:edges[k + 1], edges[i]:edges[i + 1]] = block.T
+    return out
+
+
+class Cholesky(CurvatureSolver):
+    """The explicit Gauss-Newton matrix G = J^T J, summed over ranks (P x P on every rank),
+    from this rank's explicit Jacobian (:meth:`Linearization.jacobian`); Cholesky of
+    G + lambda I per solve."""
+
+    explicit = True
+    gram: torch.Tensor | None = None
+
+    def bind(self, lin: "Linearization") -> None:
+        self.gram = None                                  # the last step's, before the new
+        jac = lin.jacobian(self.chunk)
+        r = torch.cat(list(lin.rows.values()))
+        self.gram = self.total(normal_matrix(jac))
+        self.g = self.total(jac.T @ r)
+
+    def gradient(self) -> torch.Tensor:
+        return self.g
+
+    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None
+              ) -> Solution | None:
+        assert self.gram is not None, "bind() first"
+        shifted = self.gram.clone()
+        shifted.diagonal().add_(damping)                  # G + lambda I
+        factor, info = torch.linalg.cholesky_ex(shifted)
+        del shifted
+        if int(info) != 0:
+            return None
+        x = torch.cholesky_solve(b[:, None], factor)[:, 0]
+        return Solution(x, self.gram @ x)
+
+    @staticmethod
+    def memory(parameters: float, rows: float, itemsize: int) -> float:
+        """The local Jacobian (rows x P) and G, its sum and the factor (3 P x P)."""
+        return itemsize * (rows * parameters + 3 * parameters * parameters)
