@@ -38,23 +38,32 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     from parallel_ms import parallel
-    trainer = continued(args.run, [f"sampling.validation={args.validation}", *args.set])
+    from parallel_ms.training.loop import Callback
+
+    class Selection(Callback):
+        """Each step's candidate selection losses beside its errors (evaluated every step)."""
+
+        def __init__(self) -> None:
+            self.rows: list[dict[str, Any]] = []
+
+        def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+            at = trainer.validation_terms()
+            self.rows.append({"step": row["step"], "own": row["residual"] + row.get("boundary", 0.0),
+                              "validation": row["validation"], "weak": at["weak"],
+                              "rel_l2": row["rel_l2"], "rel_h1": row["rel_h1"]})
+            parallel.print0("| " + " | ".join(f"{v:.4g}" for v in self.rows[-1].values()) + " |")
+
+    trainer = continued(args.run, [f"sampling.validation={args.validation}", *args.set,
+                                   f"train.steps={args.to}", "train.eval_every=1"])
     trainer.s.validation.attach_weak(trainer.cfg.loss.weak_cells, 1.0, trainer.ctx.comm)
     start = trainer.current_step
     parallel.print0(f"{args.run} from step {start} to {args.to}, {args.validation} validation "
                     f"points, {' '.join(args.set) or 'its own config'}\n\n"
                     "| step | own | validation | weak | rel. L2 | rel. H1 |\n"
                     "|---|---|---|---|---|---|")
-    rows: list[dict[str, Any]] = []
-    for step in range(start + 1, args.to + 1):
-        trainer.resample_if_due(step)
-        row = trainer.step(step)
-        at = trainer.validation_terms()
-        l2, h1 = trainer.errors()
-        rows.append({"step": step, "own": row["residual"] + row.get("boundary", 0.0),
-                     "validation": at["residual"] + at.get("boundary", 0.0),
-                     "weak": at["weak"], "rel_l2": l2, "rel_h1": h1})
-        parallel.print0("| " + " | ".join(f"{rows[-1][k]:.4g}" for k in rows[-1]) + " |")
+    selection = Selection()
+    trainer.run(callbacks=[selection])
+    rows = selection.rows
     l2s = [r["rel_l2"] for r in rows]
     picks = {}
     parallel.print0(f"\nsmallest rel. L2 of the continuation: {min(l2s):.4g} (step "

@@ -37,27 +37,37 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     from parallel_ms import parallel
-    trainer = continued(args.run, args.set)
+    from parallel_ms.training.loop import Callback
+
+    class Averages(Callback):
+        """The running average of the iterates, evaluated with the iterate every K steps."""
+
+        def __init__(self, start: int) -> None:
+            self.start, self.mean, self.rows = start, None, []
+
+        def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+            n = row["step"] - self.start
+            self.mean = average(self.mean, trainer.s.net.state_dict(), n)
+            if n % args.every:
+                return
+            l2, h1 = trainer.errors()
+            with trainer.holding(self.mean):
+                l2_avg, h1_avg = trainer.errors()
+            self.rows.append({"step": row["step"], "residual": row["residual"],
+                              "rel_l2": l2, "rel_h1": h1,
+                              "rel_l2_average": l2_avg, "rel_h1_average": h1_avg})
+            parallel.print0("| " + " | ".join(f"{v:.3g}" for v in self.rows[-1].values())
+                            + " |")
+
+    trainer = continued(args.run, [*args.set, f"train.steps={args.to}"])
     start = trainer.current_step
     parallel.print0(f"{args.run} from step {start} to {args.to}, "
                     f"{' '.join(args.set) or 'its own config'}\n\n"
                     "| step | residual loss | rel. L2 | rel. H1 | rel. L2, average "
                     "| rel. H1, average |\n|---|---|---|---|---|---|")
-    mean, rows = None, []
-    for step in range(start + 1, args.to + 1):
-        trainer.resample_if_due(step)
-        row = trainer.step(step)
-        mean = average(mean, trainer.s.net.state_dict(), step - start)
-        if (step - start) % args.every == 0:
-            l2, h1 = trainer.errors()
-            with trainer.holding(mean):
-                l2_avg, h1_avg = trainer.errors()
-            out: dict[str, Any] = {"step": step, "residual": row["residual"], "rel_l2": l2,
-                                   "rel_h1": h1, "rel_l2_average": l2_avg,
-                                   "rel_h1_average": h1_avg}
-            rows.append(out)
-            parallel.print0(f"| {step} | {row['residual']:.3g} | {l2:.3g} | {h1:.3g} "
-                            f"| {l2_avg:.3g} | {h1_avg:.3g} |")
+    averages = Averages(start)
+    trainer.run(callbacks=[averages])
+    rows = averages.rows
     if trainer.ctx.is_root:
         write_json(args.json, {"run": str(args.run), "from": start, "overrides": args.set,
                                "rows": rows})

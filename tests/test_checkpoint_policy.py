@@ -118,7 +118,7 @@ CASE = ["--case", "paper-1d-eps1_15", "--optimizer", "gauss-newton", "--dtype", 
         "--set", "reference.degree=1", "--set", "train.eval_every=1000",
         "--set", "output.fields=false", "--set", "output.progress=log",
         "--set", "train.log_every=1", "--set", "output.checkpoint_every=0",
-        "--set", "output.checkpoint_minutes=0.002"]       # 0.12 s: every few steps
+        "--set", "output.checkpoint_minutes=0.005"]       # 0.3 s: every few steps
 
 
 def _cmd(tmp_path, name, steps):
@@ -169,7 +169,7 @@ def test_a_run_killed_on_every_rank_resumes_from_its_time_checkpoint_bitwise(tmp
                             start_new_session=True)
     try:
         t0, checkpointed = time.time(), None
-        while time.time() - t0 < 120 and proc.poll() is None:
+        while time.time() - t0 < 300 and proc.poll() is None:
             summary = (json.loads((run / "summary.json").read_text())
                        if (run / "summary.json").exists() else {})
             checkpointed = summary.get("checkpoint_step")
@@ -197,8 +197,9 @@ def test_a_run_killed_on_every_rank_resumes_from_its_time_checkpoint_bitwise(tmp
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "running"         # it never learnt that it was killed
     _, stopped = _network(run / "checkpoint.h5")
-    assert stopped == summary["checkpoint_step"] and 3 <= stopped < 400
-    assert _last_step(run / "metrics.csv") > stopped        # the kill lost some steps
+    # (killed between the checkpoint's rename and summary.json's update: one step behind)
+    assert summary["checkpoint_step"] <= stopped and 3 <= stopped < 400
+    assert _last_step(run / "metrics.csv") >= stopped
     total = stopped + 4
     out = subprocess.run(["mpiexec", "--oversubscribe", "-n", "2", sys.executable, "-m",
                           "parallel_ms", "run", "--resume", str(run),

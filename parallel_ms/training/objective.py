@@ -193,7 +193,7 @@ class PINNObjective:
             out["coupling"] = _tensor(self.coupling.rows_tangent(dv, dg, dv_nodes), dv)
         return out
 
-    def terms(self, forward: nn.Module, consistent: bool = False) -> dict[str, torch.Tensor]:
+    def terms(self, forward: nn.Module, consistent: bool = True) -> dict[str, torch.Tensor]:
         """Local partial sums ||rows||^2 per term (:meth:`rows`), differentiable."""
         return {name: (r * r).sum()
                 for name, r in self.rows(self.outputs_of(forward), consistent).items()}
