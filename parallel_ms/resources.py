@@ -179,7 +179,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
                         p * itemsize * vectors, "network.width / network.depth / "
                         "network.features" + (" / optimizer.lbfgs_history" if history else "")))
     rows = cfg.sampling.interior / ranks * outputs + points + (cells + 1) ** dim
-    curvature = curvature_memory(cfg.optimizer, p, rows, itemsize)
+    curvature = curvature_memory(cfg.optimizer, p, rows, itemsize, ranks)
     if curvature:
         out.append(Estimate(f"the Gauss-Newton curvature solver {cfg.optimizer.gn_solver} "
                             f"({p:.3g} parameters, {rows:.3g} rows per rank)", curvature,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
+from mpi4py import MPI
 
 from parallel_ms.config import OptimizerConfig
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 #: a sum over ranks of a tensor, bitwise equal on every rank
 Sum = Callable[[torch.Tensor], torch.Tensor]
+#: the momentum of a step: (mu, the previous accepted step s')
+Momentum = tuple[float, torch.Tensor]
 
 
 @dataclass
@@ -37,13 +40,17 @@ class Solution:
 
 
 class CurvatureSolver(ABC):
-    """Solves (J^T J + lambda I) s = b on the linearization ``bind`` was given."""
+    """Solves (J^T J + lambda I) s = -g + lambda mu s', the damped Gauss-Newton system with the
+    momentum (mu, s') (SPRING; none: mu = 0), on the linearization ``bind`` was given (g = J^T r
+    its gradient)."""
 
     #: holds J^T J: a rejected step is re-solved with a larger damping
     explicit: bool = False
 
-    def __init__(self, cfg: OptimizerConfig, total: Sum, chunk: int) -> None:
-        self.cfg, self.total, self.chunk = cfg, total, chunk
+    def __init__(self, cfg: OptimizerConfig, total: Sum, chunk: int, comm: MPI.Comm) -> None:
+        #: ``total``: the sum over the ranks of ``comm``, bitwise equal on every rank;
+        #: ``chunk``: points per reverse-mode pass of an explicit Jacobian
+        self.cfg, self.total, self.chunk, self.comm = cfg, total, chunk, comm
 
     @abstractmethod
     def bind(self, lin: "Linearization") -> None:
@@ -54,12 +61,22 @@ class CurvatureSolver(ABC):
         """The global gradient g = J^T r of the bound linearization's rows."""
 
     @abstractmethod
-    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None
+    def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
               ) -> Solution | None:
-        """The solution (None where G + lambda I is found not positive definite)."""
+        """The solution for ``damping`` lambda and ``momentum`` (mu, s') (None: none), from
+        the guess x0 where the solver uses one; None where J^T J + lambda I is found not
+        positive definite."""
+
+    def rhs(self, damping: float, momentum: Momentum | None) -> torch.Tensor:
+        """-g + lambda mu s'."""
+        g = self.gradient()
+        if momentum is None:
+            return -g
+        mu, previous = momentum
+        return -g + (damping * mu) * previous
 
     @staticmethod
-    def memory(parameters: float, rows: float, itemsize: int) -> float:
+    def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
         """Bytes per rank beyond a few parameter-sized vectors (``rows``: this rank's)."""
         return 0.0
 
@@ -106,10 +123,12 @@ class ConjugateGradients(CurvatureSolver):
     def gradient(self) -> torch.Tensor:
         return self.total(self.lin.vjp(self.lin.rows))
 
-    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None) -> Solution:
+    def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
+              ) -> Solution:
         lin = self.lin
-        return conjugate_gradients(lambda p: self.total(lin.vjp(lin.jvp(p))), b, damping, x0,
-                                   self.cfg.cg_tol, self.cfg.cg_max_iter)
+        return conjugate_gradients(lambda p: self.total(lin.vjp(lin.jvp(p))),
+                                   self.rhs(damping, momentum), damping, x0, self.cfg.cg_tol,
+                                   self.cfg.cg_max_iter)
 
 
 def normal_matrix(jac: torch.Tensor, blocks: int = 8) -> torch.Tensor:
@@ -150,7 +169,7 @@ class Cholesky(CurvatureSolver):
     def gradient(self) -> torch.Tensor:
         return self.g
 
-    def solve(self, b: torch.Tensor, damping: float, x0: torch.Tensor | None
+    def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
               ) -> Solution | None:
         assert self.gram is not None, "bind() first"
         shifted = self.gram.clone()
@@ -159,10 +178,10 @@ class Cholesky(CurvatureSolver):
         del shifted
         if int(info) != 0:
             return None
-        x = torch.cholesky_solve(b[:, None], factor)[:, 0]
+        x = torch.cholesky_solve(self.rhs(damping, momentum)[:, None], factor)[:, 0]
         return Solution(x, self.gram @ x)
 
     @staticmethod
-    def memory(parameters: float, rows: float, itemsize: int) -> float:
+    def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
         """The local Jacobian (rows x P) and G, its sum and the factor (3 P x P)."""
         return itemsize * (rows * parameters + 3 * parameters * parameters)

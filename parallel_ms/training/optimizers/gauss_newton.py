@@ -40,7 +40,7 @@ from mpi4py import MPI
 from parallel_ms import parallel
 from parallel_ms.config import OptimizerConfig
 from parallel_ms.training.optimizers.base import Optimizer, StepRecord
-from parallel_ms.training.optimizers.curvature import CurvatureSolver
+from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum
 from parallel_ms.training.residuals import Linearization, Residuals, flatten, unflatten
 
 ARMIJO = 1e-4                         #: sufficient decrease constant of the line search
@@ -69,7 +69,7 @@ class GaussNewton(Optimizer):
         o = residuals.objective
         #: points per reverse-mode pass of the explicit Jacobian (~256 MB of per-point rows)
         chunk = max(1, 2 ** 25 // (n * (o.problem.dim + 2) * o.outputs))
-        self.solver = solver(cfg, self._sum, chunk)
+        self.solver = solver(cfg, self._sum, chunk, comm)
         self._lin: Linearization | None = None
         self._lin_key: Any = None
         #: this step's loss evaluations at trial points, and whether the accepted step had momentum
@@ -123,11 +123,9 @@ class GaussNewton(Optimizer):
             return None
         return trial, new_loss, (loss - new_loss) / predicted if predicted > 0 else 0.0
 
-    def _rhs(self, g: torch.Tensor, momentum: bool) -> torch.Tensor:
-        """-g, plus lambda mu s' with momentum (the right-hand side above)."""
-        if not momentum:
-            return -g
-        return -g + (self.damping * self.cfg.gn_momentum) * self.previous
+    def _momentum(self, momentum: bool) -> Momentum | None:
+        """(mu, s') of the right-hand side above, or None without momentum."""
+        return (self.cfg.gn_momentum, self.previous) if momentum else None
 
     def _momentum_tries(self) -> tuple[bool, ...]:
         """With momentum and a previous step: first with it, then without."""
@@ -141,7 +139,7 @@ class GaussNewton(Optimizer):
         for momentum in self._momentum_tries():
             if self.trials:
                 self.solver.bind(self._back_to(theta0))
-            sol = self.solver.solve(self._rhs(g, momentum), self.damping, self.previous)
+            sol = self.solver.solve(self.damping, self._momentum(momentum), self.previous)
             assert sol is not None                  # a matrix-free solve always returns
             iterations += sol.iterations
             s, alpha = sol.x, 1.0
@@ -162,7 +160,7 @@ class GaussNewton(Optimizer):
         with a larger lambda without new Jacobian products."""
         momentum, attempts = self._momentum_tries()[0], 0
         while attempts <= self.cfg.line_search:
-            sol = self.solver.solve(self._rhs(g, momentum), self.damping, None)
+            sol = self.solver.solve(self.damping, self._momentum(momentum), None)
             if sol is not None:
                 s = sol.x
                 gs = float(g @ s)

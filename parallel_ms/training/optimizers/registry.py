@@ -66,6 +66,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 CURVATURE_SOLVERS: dict[str, tuple[str, str]] = {
     "cholesky": ("parallel_ms.training.optimizers.curvature", "Cholesky"),
     "cg": ("parallel_ms.training.optimizers.curvature", "ConjugateGradients"),
+    "woodbury": ("parallel_ms.training.optimizers.curvature_sample_space", "SampleSpace"),
 }
 
 
@@ -84,9 +85,10 @@ def build_optimizer(target: "Target", cfg: "OptimizerConfig") -> "Optimizer":
     return spec(cfg.kind).build(target, cfg)
 
 
-def curvature_memory(cfg: "OptimizerConfig", parameters: float, rows: float,
-                     itemsize: int) -> float:
-    """Bytes per rank the run's curvature solver holds (0 without Gauss-Newton)."""
+def curvature_memory(cfg: "OptimizerConfig", parameters: float, rows: float, itemsize: int,
+                     ranks: int) -> float:
+    """Bytes per rank the run's curvature solver holds (0 without Gauss-Newton); ``rows``:
+    this rank's residual rows."""
     if not spec(cfg.kind).second_order:
         return 0.0
-    return curvature_solver(cfg.gn_solver).memory(parameters, rows, itemsize)
+    return curvature_solver(cfg.gn_solver).memory(parameters, rows, itemsize, ranks)
