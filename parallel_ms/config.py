@@ -76,7 +76,10 @@ class OptimizerConfig:
     switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
     switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
     gn_solver: str = "cholesky"     #: Gauss-Newton step: cholesky (explicit J^T J, summed over
-                                    #: ranks, P x P) | cg (matrix-free conjugate gradients)
+                                    #: ranks, P x P on every rank) | scalapack (J^T J
+                                    #: block-cyclic over the ranks, P^2 / ranks each) |
+                                    #: woodbury (sample space: N x N kernel, for rows < P)
+                                    #: | cg (matrix-free conjugate gradients)
     gn_damping: float = 1e-3        #: Gauss-Newton: initial Levenberg-Marquardt damping lambda
     gn_momentum: float = 0.0        #: Gauss-Newton momentum mu (SPRING): the step is drawn
                                     #: towards mu x the previous one (0: off; docs/gauss-newton.md)

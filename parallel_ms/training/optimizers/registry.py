@@ -66,6 +66,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 CURVATURE_SOLVERS: dict[str, tuple[str, str]] = {
     "cholesky": ("parallel_ms.training.optimizers.curvature", "Cholesky"),
     "cg": ("parallel_ms.training.optimizers.curvature", "ConjugateGradients"),
+    "scalapack": ("parallel_ms.training.optimizers.curvature_scalapack", "ScaLAPACK"),
     "woodbury": ("parallel_ms.training.optimizers.curvature_sample_space", "SampleSpace"),
 }
 
