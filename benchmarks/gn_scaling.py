@@ -4,7 +4,7 @@ and the trial evaluations of the line search / damping loop, on R ranks for R in
 strong (fixed global points) and weak (points proportional to the ranks) scaling.
 
     .venv/bin/python benchmarks/gn_scaling.py [--ranks 1 2] [--solvers cholesky woodbury cg]
-        [--network default|paper] [--points N] [--steps 2] [--json F]
+        [--network default|paper] [--points N] [--steps 2] [--kinds strong weak] [--json F]
 
 The run is the embedded default run (parallel_ms/configs/default.toml: hybrid, paper-2d,
 Gauss-Newton, fresh points every step) with ``--network paper`` the paper's Ms-FF 2 x 128 with
@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--network", choices=list(NETWORKS), default="default")
     p.add_argument("--points", type=int, default=6000, help="global interior points for R = 1")
     p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--kinds", nargs="+", choices=["strong", "weak"], default=["strong", "weak"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -113,7 +114,7 @@ def main() -> None:
         return
     runs = {kind: [launch(s, args.network, r, args.points * (r if kind == "weak" else 1),
                           args.steps) for s in args.solvers for r in args.ranks]
-            for kind in ("strong", "weak")}
+            for kind in args.kinds}
     mach = machine()
     print(f"machine: {mach['cpu']}, {mach['cores']} cores; torch {mach['torch']}; the default "
           f"run's Gauss-Newton step ({args.network} network), one torch thread per rank; "
