@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mpi_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -214,3 +216,18 @@ def test_best_iterate_records_the_resumed_runs_losses_and_picks_each_rules_minim
         assert float(r["residual"]) + float(r["boundary"]) == pytest.approx(mine["own"],
                                                                           rel=1e-12)
         assert float(r["rel_l2"]) == mine["rel_l2"]
+
+
+def test_gn_scaling_times_every_part_of_a_solvers_step(tmp_path):
+    """gn_scaling.py runs a solver's Gauss-Newton step under mpiexec and accounts for its
+    parts: each part's time is positive and they add up to at most the step."""
+    out = subprocess.run([sys.executable, "benchmarks/gn_scaling.py", "--ranks", "1",
+                          "--solvers", "woodbury", "--points", "2000", "--steps", "1",
+                          "--kinds", "strong", "--json", str(tmp_path / "g.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    (row,) = json.loads((tmp_path / "g.json").read_text())["strong"]
+    assert (row["solver"], row["ranks"], row["parameters"]) == ("woodbury", 1, 4801)
+    parts = [row[k] for k in ("jacobian", "setup", "solve", "trials")]
+    assert all(p > 0 for p in parts) and sum(parts) <= row["step_s"]
+    assert "woodbury     1" in out.stdout
