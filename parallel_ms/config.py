@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from parallel_ms.training.optimizers.registry import CURVATURE_SOLVERS, OPTIMIZERS
+from parallel_ms.training.optimizers.registry import AUTO, CURVATURE_SOLVERS, OPTIMIZERS
 
 
 @dataclass
@@ -75,11 +75,13 @@ class OptimizerConfig:
     lbfgs_max_iter: int = 20        #: iterations per step (<= 25 line-search evaluations each)
     switch_window: int = 500        #: adam-lbfgs: compare mean gradient norms of two windows
     switch_tol: float = 0.05        #: ... and switch when they fall by less than this fraction
-    gn_solver: str = "cholesky"     #: Gauss-Newton step: cholesky (explicit J^T J, summed over
+    gn_solver: str = "auto"         #: Gauss-Newton step: cholesky (explicit J^T J, summed over
                                     #: ranks, P x P on every rank) | scalapack (J^T J
                                     #: block-cyclic over the ranks, P^2 / ranks each) |
                                     #: woodbury (sample space: N x N kernel, for rows < P)
-                                    #: | cg (matrix-free conjugate gradients)
+                                    #: | cg (matrix-free conjugate gradients) | auto (the
+                                    #: exact solver of least modeled time that fits the
+                                    #: memory, else cg; the run header says which and why)
     gn_damping: float = 1e-3        #: Gauss-Newton: initial Levenberg-Marquardt damping lambda
     gn_momentum: float = 0.0        #: Gauss-Newton momentum mu (SPRING): the step is drawn
                                     #: towards mu x the previous one (0: off; docs/gauss-newton.md)
@@ -177,6 +179,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def outputs(self) -> int:
+        """Network outputs: 2 for the block-tensor upscaling of the hybrid method (the
+        temperature drops of Algorithm 4.1), else 1."""
+        return 2 if self.train.method == "hybrid" and self.coupling.upscaling == "block-tensor" \
+            else 1
+
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "network.kind": ("msff", "mlp", "two-scale"),
@@ -184,7 +193,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sampling.method": ("uniform", "sobol"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
     "optimizer.kind": tuple(OPTIMIZERS),            # the optimizer registry's names
-    "optimizer.gn_solver": tuple(CURVATURE_SOLVERS),
+    "optimizer.gn_solver": (AUTO, *CURVATURE_SOLVERS),
     "train.method": ("pinn", "hybrid"),
     "coarse.partitioner": ("simple", "ptscotch", "parmetis"),
     "coupling.weights": ("uniform", "lumped"),

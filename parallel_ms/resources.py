@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from mpi4py import MPI
 
 from parallel_ms.errors import UserError
-from parallel_ms.training.optimizers.registry import curvature_memory, spec
+from parallel_ms.training.optimizers.registry import (choose_curvature_solver,
+                                                     curvature_memory, picks_solver, spec)
 
 if TYPE_CHECKING:
     from parallel_ms.config import Config
@@ -145,7 +146,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     from parallel_ms.config import DEFAULT_COARSE_CELLS
     dim, itemsize = problem.dim, 8 if cfg.network.dtype == "float64" else 4
     hybrid = cfg.train.method == "hybrid"
-    outputs = 2 if hybrid and cfg.coupling.upscaling == "block-tensor" else 1
+    outputs = cfg.outputs
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
     points = (cfg.sampling.interior + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
     n = cfg.network
@@ -178,7 +179,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     out.append(Estimate(f"the network and optimizer state ({p:.3g} parameters)",
                         p * itemsize * vectors, "network.width / network.depth / "
                         "network.features" + (" / optimizer.lbfgs_history" if history else "")))
-    rows = cfg.sampling.interior / ranks * outputs + points + (cells + 1) ** dim
+    rows = curvature_rows(cfg, dim, ranks)
     curvature = curvature_memory(cfg.optimizer, p, rows, itemsize, ranks)
     if curvature:
         out.append(Estimate(f"the Gauss-Newton curvature solver {cfg.optimizer.gn_solver} "
@@ -188,9 +189,45 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     return out
 
 
-def check_run(cfg: "Config", comm: MPI.Comm) -> None:
-    """The guard of ``run``: refuse (one line, every rank) before anything large exists."""
+def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
+    """Residual rows per rank, as the curvature solvers' memory and cost are sized: interior
+    points per output, boundary points (soft boundary condition), weak-residual test
+    functions and coarse dofs (hybrid) per output, each shared by the ranks."""
+    from parallel_ms.config import DEFAULT_COARSE_CELLS
+    rows = cfg.sampling.interior * cfg.outputs
+    if not cfg.network.hard_bc:
+        rows += cfg.sampling.boundary if dim == 2 else 2
+    if cfg.loss.tau_weak > 0:
+        rows += (cfg.loss.weak_cells + 1) ** dim * cfg.outputs
+    if cfg.train.method == "hybrid":
+        rows += ((cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]) + 1) ** dim * cfg.outputs
+    return rows / ranks
+
+
+def resolve_curvature_solver(cfg: "Config", problem: "Problem", comm: MPI.Comm) -> str | None:
+    """``optimizer.gn_solver = "auto"`` of a Gauss-Newton run replaced by the solver
+    :func:`~parallel_ms.training.optimizers.registry.choose_curvature_solver` picks for the
+    memory a rank has left after the rest of the run (collective); the line saying what and
+    why, or None where there was nothing to pick."""
+    o = cfg.optimizer
+    if not picks_solver(o):
+        return None
+    o.gn_solver = "cg"                                      # the rest, without curvature
+    rest = sum(e.nbytes for e in run_estimates(cfg, problem, comm.size))
+    left = rank_share(comm, cfg.parallel.memory_per_rank) - BASE - rest
+    o.gn_solver, why = choose_curvature_solver(
+        float(parameter_count(cfg, problem.dim, cfg.outputs)),
+        curvature_rows(cfg, problem.dim, comm.size), comm.size,
+        8 if cfg.network.dtype == "float64" else 4, left)
+    return f"optimizer.gn_solver = auto: {why}"
+
+
+def check_run(cfg: "Config", comm: MPI.Comm) -> str | None:
+    """The guard of ``run``: resolve ``gn_solver = "auto"`` (its line returned), then refuse
+    (one line, every rank) before anything large exists."""
     from parallel_ms.problems import get_case
     problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
+    why = resolve_curvature_solver(cfg, problem, comm)
     check(run_estimates(cfg, problem, comm.size), comm, cfg.parallel.memory_per_rank,
           "parallel.memory_per_rank")
+    return why

@@ -25,7 +25,8 @@ def _cli(*args):
     (["reference", "--case", "paper-2d", "--eps", "1e-6"], "--resolution or --eps"),
     (["run", "--points", "1e10"], "sampling.interior"),
     (["run", "--set", "coarse.cells=100000"], "coarse.cells"),
-    (["run", "--optimizer", "gauss-newton"], "optimizer.gn_solver"),
+    (["run", "--optimizer", "gauss-newton", "--set", "optimizer.gn_solver=cholesky"],
+     "optimizer.gn_solver"),
 ])
 def test_what_does_not_fit_is_refused_in_one_line(args, setting, tmp_path):
     out = _cli(*args, *(["--set", f"output.root={tmp_path}"] if args[0] == "run" else []))
@@ -69,3 +70,23 @@ def test_estimates_grow_with_the_settings_and_shrink_with_ranks():
         for outputs in (1, 2):
             assert resources.parameter_count(c, 1, outputs) == sum(
                 p.numel() for p in build_network(c.network, problem, outputs).parameters())
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("network,memory,picked", [
+    ([], 8, "cholesky"),                     # the default run's network: the cheapest step
+    (["network.width=128", "network.features=64"], 8, "woodbury"),   # P x P does not fit
+    (["network.width=128", "network.features=64"], 1.5, "cg"),       # no exact solver fits
+])
+def test_auto_picks_the_curvature_solver_that_fits_and_says_why(network, memory, picked):
+    """``optimizer.gn_solver = auto`` is replaced, before the guard's estimate, by the exact
+    solver of least modeled time whose memory fits what a rank has left (else CG), the same
+    on every rank, and the run is told why in one line."""
+    from parallel_ms.problems import get_case
+    cfg = config.load(ROOT / "parallel_ms/configs/default.toml",
+                      ["optimizer.gn_solver=auto", f"parallel.memory_per_rank={memory}",
+                       *network])
+    why = resources.resolve_curvature_solver(cfg, get_case("paper-2d"), MPI.COMM_WORLD)
+    assert cfg.optimizer.gn_solver == picked == MPI.COMM_WORLD.bcast(picked)
+    assert why.startswith(f"optimizer.gn_solver = auto: {picked}") and "\n" not in why
+    assert resources.resolve_curvature_solver(cfg, get_case("paper-2d"), MPI.COMM_WORLD) is None

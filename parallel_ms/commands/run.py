@@ -47,7 +47,11 @@ def main(args: argparse.Namespace) -> int:
     cfg = _resume_config(args) if args.resume is not None else resolve(args)
     ctx = parallel.init(cfg.parallel.device)
     from parallel_ms.resources import check_run
-    check_run(cfg, ctx.comm)      # before anything large is allocated (and before the run dir)
+    # before anything large is allocated (and before the run dir, whose config.toml then names
+    # the curvature solver that "auto" picked)
+    picked = check_run(cfg, ctx.comm)
+    if picked:
+        parallel.print0(picked)
     run_dir = RunDirectory(Path(cfg.output.root), cfg.output.name, cfg, ctx.is_root, ctx.comm)
     try:
         return _train(args, cfg, ctx, run_dir)

@@ -27,10 +27,11 @@ from parallel_ms.fine.sampling import Shard, interior_sample, resample_adaptive
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
 from parallel_ms.reference.metrics import relative_errors, torch_point_function
+from parallel_ms.resources import resolve_curvature_solver
 from parallel_ms.training.balancing import GradNormBalancer
 from parallel_ms.training.checkpoint_policy import CheckpointPolicy
 from parallel_ms.training.optimizers.base import Target
-from parallel_ms.training.optimizers.registry import build_optimizer
+from parallel_ms.training.optimizers.registry import build_optimizer, picks_solver
 from parallel_ms.training.residuals import Residuals
 from parallel_ms.training.setup import Setup, build
 
@@ -67,6 +68,8 @@ class Trainer:
                        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         self.balancer = GradNormBalancer(self.s.objective.term_names, cfg.balancing.every,
                                          cfg.balancing.alpha, cfg.balancing.enabled)
+        if picks_solver(cfg.optimizer):         # not yet picked by ``run``'s guard
+            parallel.print0(resolve_curvature_solver(cfg, self.s.problem, ctx.comm))
         self.optimizer = build_optimizer(Target(
             self.params, self._local_loss, lambda: Residuals(
                 self.s.objective, self.s.forward, lambda: self.balancer.weights), ctx.comm),

@@ -39,7 +39,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
                    cfg.sampling.seed, ctx.comm)
     c = cfg.coupling
-    outputs = 2 if cfg.train.method == "hybrid" and c.upscaling == "block-tensor" else 1
+    outputs = cfg.outputs
     net = build_network(cfg.network, problem, outputs).to(ctx.device)
     forward = PINNForward(net, cfg.loss.derivatives)
     fine = lambda points, refresh=None: PINNObjective(  # noqa: E731

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 Sum = Callable[[torch.Tensor], torch.Tensor]
 #: the momentum of a step: (mu, the previous accepted step s')
 Momentum = tuple[float, torch.Tensor]
+#: flops per second per rank (one torch thread) of the solvers' set-up and factorisation,
+#: measured by benchmarks/gn_scaling.py on the default run's step (EPYC, 2026-12-04, 1 rank:
+#: docs/results.md §2.3): torch's products and Cholesky, and PETSc's ScaLAPACK (pdgemm over
+#: Debian's OpenBLAS)
+RATES = {"torch": 44e9, "scalapack": 20e9}
 
 
 @dataclass
@@ -46,6 +51,8 @@ class CurvatureSolver(ABC):
 
     #: holds J^T J: a rejected step is re-solved with a larger damping
     explicit: bool = False
+    #: solves the system exactly (to rounding): a candidate of ``gn_solver = "auto"``
+    exact: bool = True
 
     def __init__(self, cfg: OptimizerConfig, total: Sum, chunk: int, comm: MPI.Comm) -> None:
         #: ``total``: the sum over the ranks of ``comm``, bitwise equal on every rank;
@@ -79,6 +86,12 @@ class CurvatureSolver(ABC):
     def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
         """Bytes per rank beyond a few parameter-sized vectors (``rows``: this rank's)."""
         return 0.0
+
+    @staticmethod
+    def seconds(parameters: float, rows: float, ranks: int) -> float:
+        """Modeled seconds of one step's set-up and one solve (``rows``: this rank's): flops
+        at the rates :data:`RATES` measured for the solver."""
+        return math.nan
 
 
 def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
@@ -116,6 +129,8 @@ def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.
 class ConjugateGradients(CurvatureSolver):
     """Matrix-free: CG with J^T J p = J^T (J p) by one forward- and one reverse-mode product
     on this rank's rows and one sum over ranks per iteration; warm-started from x0."""
+
+    exact = False
 
     def bind(self, lin: "Linearization") -> None:
         self.lin = lin
@@ -185,3 +200,9 @@ class Cholesky(CurvatureSolver):
     def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
         """The local Jacobian (rows x P) and G, its sum and the factor (3 P x P)."""
         return itemsize * (rows * parameters + 3 * parameters * parameters)
+
+    @staticmethod
+    def seconds(parameters: float, rows: float, ranks: int) -> float:
+        """G from the upper block triangle (9/16 of 2 rows P^2), Cholesky P^3 / 3 on every
+        rank."""
+        return (1.125 * rows * parameters ** 2 + parameters ** 3 / 3) / RATES["torch"]

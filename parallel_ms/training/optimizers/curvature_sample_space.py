@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from parallel_ms.training.optimizers.curvature import (CurvatureSolver, Momentum, Solution)
+from parallel_ms.training.optimizers.curvature import (RATES, CurvatureSolver, Momentum,
+                                                       Solution)
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -105,3 +106,9 @@ class SampleSpace(CurvatureSolver):
         ranks."""
         n = rows * ranks
         return itemsize * (2 * rows * parameters + 4 * n * n)
+
+    @staticmethod
+    def seconds(parameters: float, rows: float, ranks: int) -> float:
+        """The kernel of this rank's columns (2 N^2 P / n), Cholesky N^3 / 3 on every rank."""
+        n = rows * ranks
+        return (2 * n * n * parameters / ranks + n ** 3 / 3) / RATES["torch"]

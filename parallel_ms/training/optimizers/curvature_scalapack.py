@@ -27,7 +27,8 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum, Solution
+from parallel_ms.training.optimizers.curvature import (RATES, CurvatureSolver, Momentum,
+                                                       Solution)
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -152,3 +153,8 @@ class ScaLAPACK(CurvatureSolver):
         rows per rank, float64): binding +187 MiB on 1 rank and +165 MiB per rank on 2 (3 x
         46 MiB of Jacobian and 69 or 34 MiB of G), solving +70 and +37 MiB (the factor)."""
         return itemsize * (3 * rows * parameters + 2 * parameters * parameters / ranks)
+
+    @staticmethod
+    def seconds(parameters: float, rows: float, ranks: int) -> float:
+        """G by pdgemm (2 rows P^2 per rank), Cholesky P^3 / (3 n) per rank."""
+        return (2 * rows * parameters ** 2 + parameters ** 3 / (3 * ranks)) / RATES["scalapack"]

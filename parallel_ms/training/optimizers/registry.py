@@ -71,6 +71,41 @@ CURVATURE_SOLVERS: dict[str, tuple[str, str]] = {
 }
 
 
+#: optimizer.gn_solver's value that lets :func:`choose_curvature_solver` pick
+AUTO = "auto"
+
+
+def choose_curvature_solver(parameters: float, rows: float, ranks: int, itemsize: int,
+                            available: float) -> tuple[str, str]:
+    """``gn_solver = "auto"``: the exact solver with the smallest modeled time
+    (:meth:`~.curvature.CurvatureSolver.seconds`) among those whose memory fits the
+    ``available`` bytes per rank (``rows``: this rank's residual rows), else matrix-free CG;
+    (its name, one line saying why)."""
+    fits, refused = {}, []
+    for name in CURVATURE_SOLVERS:
+        cls = curvature_solver(name)
+        if not cls.exact:
+            continue
+        need = cls.memory(parameters, rows, itemsize, ranks)
+        if need <= available:
+            fits[name] = cls.seconds(parameters, rows, ranks)
+        else:
+            refused.append(f"{name} needs {need / 2 ** 30:.1f} GiB")
+    left = f"{available / 2 ** 30:.1f} GiB per rank left"
+    if not fits:
+        return "cg", (f"cg: no exact solver fits ({', '.join(refused)}; {left})")
+    best = min(fits, key=fits.__getitem__)
+    others = [f"{n} {t:.2g} s" for n, t in fits.items() if n != best] + refused
+    return best, (f"{best}: modeled {fits[best]:.2g} s per step for {parameters:.0f} parameters "
+                  f"and {rows:.0f} rows per rank on {ranks} rank(s) (" + "; ".join(others)
+                  + f"; {left})")
+
+
+def picks_solver(cfg: "OptimizerConfig") -> bool:
+    """Does this run's curvature solver remain to be picked (Gauss-Newton, ``auto``)?"""
+    return spec(cfg.kind).second_order and cfg.gn_solver == AUTO
+
+
 def spec(kind: str) -> OptimizerSpec:
     return OPTIMIZERS[kind]
 
