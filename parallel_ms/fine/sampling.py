@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 from scipy.stats import qmc
 
-from parallel_ms.coarse.mesh import owned_cell_vertices
 from parallel_ms.errors import UserError
 
 METHODS = ("uniform", "sobol")
@@ -67,6 +66,7 @@ def _in_simplex(vertices: np.ndarray, u: np.ndarray) -> np.ndarray:
 def _cells(mesh: object) -> np.ndarray:
     """Owned cells with their vertices in lexicographic order, so a cell maps its samples the
     same way whatever the partition (the vertex order of a cell depends on it)."""
+    from parallel_ms.coarse.mesh import owned_cell_vertices   # Firedrake: only with a mesh
     return np.array([c[np.lexsort(c.T[::-1])] for c in owned_cell_vertices(mesh)])
 
 

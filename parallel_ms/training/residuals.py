@@ -21,19 +21,8 @@ from torch.func import functional_call, jacrev, jvp, vmap
 
 from parallel_ms.fine.derivatives import derivatives
 from parallel_ms.fine.residual import residual
+from parallel_ms.training.optimizers.base import flatten, unflatten
 from parallel_ms.training.objective import PINNObjective
-
-
-def flatten(tensors: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def unflatten(vector: torch.Tensor, like: list[torch.nn.Parameter]) -> tuple[torch.Tensor, ...]:
-    out, offset = [], 0
-    for p in like:
-        out.append(vector[offset:offset + p.numel()].view_as(p))
-        offset += p.numel()
-    return tuple(out)
 
 
 class Linearization:

@@ -42,6 +42,20 @@ class Target:
     comm: MPI.Comm = field(default_factory=lambda: MPI.COMM_WORLD)
 
 
+def flatten(tensors: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vector: torch.Tensor, like: list[torch.nn.Parameter]) -> tuple[torch.Tensor, ...]:
+    """``vector`` cut into views shaped like the parameters ``like`` (the inverse of
+    :func:`flatten`)."""
+    out, offset = [], 0
+    for p in like:
+        out.append(vector[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return tuple(out)
+
+
 def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                       for p in params])

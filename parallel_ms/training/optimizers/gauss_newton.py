@@ -32,22 +32,24 @@ parameter-sized vectors, and what the curvature solver holds.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from mpi4py import MPI
 
 from parallel_ms import parallel
 from parallel_ms.config import OptimizerConfig
-from parallel_ms.training.optimizers.base import Optimizer, StepRecord
+from parallel_ms.training.optimizers.base import Optimizer, StepRecord, flatten, unflatten
 from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum
-from parallel_ms.training.residuals import Linearization, Residuals, flatten, unflatten
+
+if TYPE_CHECKING:          # (the objective's modules need Firedrake; this one does not)
+    from parallel_ms.training.residuals import Linearization, Residuals
 
 ARMIJO = 1e-4                         #: sufficient decrease constant of the line search
 DAMPING_RANGE = (1e-12, 1e12)         #: lambda is kept inside (too small: NaN; too large: stall)
 
 #: a trial's outcome: (its linearization, its loss, the gain ratio)
-Trial = tuple[Linearization, float, float]
+Trial = tuple["Linearization", float, float]
 
 
 class GaussNewton(Optimizer):
