@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: machine description, timing, JSON output."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -24,6 +25,21 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def time_method(cls: type, name: str, totals: dict[str, float], key: str) -> None:
+    """Wrap ``cls.name`` so that its wall time adds to ``totals[key]`` (seconds)."""
+    original = getattr(cls, name)
+
+    @functools.wraps(original)
+    def wrapped(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+
+    setattr(cls, name, wrapped)
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

@@ -16,7 +16,6 @@ step). Efficiency: strong T(1) / (R T(R)), weak T(1) / T(R).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -25,25 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_json
+from common import machine, time_method, write_json
 
 HERE = Path(__file__).resolve().parent
 NETWORKS = {"default": [], "paper": ["network.width=128", "network.features=64"]}
 PARTS = ("jacobian", "setup", "solve", "trials")
-
-
-def _timed(cls: type, name: str, totals: dict[str, float], key: str) -> None:
-    original = getattr(cls, name)
-
-    @functools.wraps(original)
-    def wrapped(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            totals[key] += time.perf_counter() - t0
-
-    setattr(cls, name, wrapped)
 
 
 def worker(solver: str, network: str, points: int, steps: int, out: Path) -> None:
@@ -56,10 +41,10 @@ def worker(solver: str, network: str, points: int, steps: int, out: Path) -> Non
     from parallel_ms.training.residuals import Linearization
     totals = dict.fromkeys(PARTS + ("bind",), 0.0)
     cls = curvature_solver(solver)
-    _timed(Linearization, "jacobian", totals, "jacobian")
-    _timed(cls, "bind", totals, "bind")
-    _timed(cls, "solve", totals, "solve")
-    _timed(GaussNewton, "_trial", totals, "trials")
+    time_method(Linearization, "jacobian", totals, "jacobian")
+    time_method(cls, "bind", totals, "bind")
+    time_method(cls, "solve", totals, "solve")
+    time_method(GaussNewton, "_trial", totals, "trials")
     ctx = parallel.init("cpu")
     cfg = config.load(Path(__file__).resolve().parent.parent / "parallel_ms/configs/default.toml",
                       [f"optimizer.gn_solver={solver}", f"sampling.interior={points}",

@@ -15,7 +15,6 @@ T(1) / (R T(R)), weak T(1) / T(R).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -24,23 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_json
+from common import machine, time_method, write_json
 
 HERE = Path(__file__).resolve().parent
-
-
-def _timer(cls: type, name: str, totals: dict[str, float], key: str) -> None:
-    original = getattr(cls, name)
-
-    @functools.wraps(original)
-    def wrapped(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            totals[key] += time.perf_counter() - t0
-
-    setattr(cls, name, wrapped)
 
 
 def worker(points: int, steps: int, warmup: int, out: Path) -> None:
@@ -53,10 +38,10 @@ def worker(points: int, steps: int, warmup: int, out: Path) -> None:
     from parallel_ms.coupling.compression import Compression
     from parallel_ms.training.loop import Trainer
     totals = {"coarse": 0.0, "compression": 0.0}
-    _timer(CoarseProblem, "_solve", totals, "coarse")
-    _timer(CoarseProblem, "state", totals, "coarse")
-    _timer(Compression, "apply", totals, "compression")
-    _timer(Compression, "transpose", totals, "compression")
+    time_method(CoarseProblem, "_solve", totals, "coarse")
+    time_method(CoarseProblem, "state", totals, "coarse")
+    time_method(Compression, "apply", totals, "compression")
+    time_method(Compression, "transpose", totals, "compression")
     ctx = parallel.init("cpu")
     cfg = config.load(None, ["problem.case=paper-2d", f"sampling.interior={points}",
                              f"sampling.boundary={max(points // 10, 40)}",

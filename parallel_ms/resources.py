@@ -212,8 +212,7 @@ def resolve_curvature_solver(cfg: "Config", problem: "Problem", comm: MPI.Comm) 
     o = cfg.optimizer
     if not picks_solver(o):
         return None
-    o.gn_solver = "cg"                                      # the rest, without curvature
-    rest = sum(e.nbytes for e in run_estimates(cfg, problem, comm.size))
+    rest = sum(e.nbytes for e in run_estimates(cfg, problem, comm.size))   # no curvature yet
     left = rank_share(comm, cfg.parallel.memory_per_rank) - BASE - rest
     o.gn_solver, why = choose_curvature_solver(
         float(parameter_count(cfg, problem.dim, cfg.outputs)),

@@ -112,6 +112,8 @@ class PINNObjective:
         self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
+        #: the rows' quadrature scales, sqrt(|Omega| / M) and sqrt(tau_1 |dOmega| / M_b)
+        self.row_scale = {"residual": math.sqrt(self.w_int), "boundary": math.sqrt(self.w_bnd)}
         self.shard = shard
         if self._weak_cells is not None:
             cells, tau, comm = self._weak_cells
@@ -166,9 +168,9 @@ class PINNObjective:
         when ``consistent`` or the refresh rule says so (collective)."""
         v, g, lap, v_b, v_nodes = outs
         r = residual(self.k, self.grad_k, self.f, lap, g)
-        out = {"residual": math.sqrt(self.w_int) * r.reshape(-1)}
+        out = {"residual": self.row_scale["residual"] * r.reshape(-1)}
         if not self.hard_bc:
-            out["boundary"] = math.sqrt(self.w_bnd) * v_b.reshape(-1)
+            out["boundary"] = self.row_scale["boundary"] * v_b.reshape(-1)
         if self.weak is not None:
             out["weak"] = _WeakRows.apply(r, self.weak)
         if self.coupling is not None:
@@ -184,9 +186,9 @@ class PINNObjective:
         network's outputs (forward mode; the coupling's through the tangent-linear coarse
         problem at the current coarse state, collective)."""
         dr = residual(self.k, self.grad_k, torch.zeros_like(self.f), dlap, dg)
-        out = {"residual": math.sqrt(self.w_int) * dr.reshape(-1)}
+        out = {"residual": self.row_scale["residual"] * dr.reshape(-1)}
         if not self.hard_bc:
-            out["boundary"] = math.sqrt(self.w_bnd) * dv_b.reshape(-1)
+            out["boundary"] = self.row_scale["boundary"] * dv_b.reshape(-1)
         if self.weak is not None:
             out["weak"] = _tensor(self.weak.rows(dr), dr)
         if self.coupling is not None:

@@ -72,9 +72,9 @@ class Linearization:
             dv, dr = res.point_jacobian(o.x_int, chunk, "value-residual")
         else:
             (dr,) = res.point_jacobian(o.x_int, chunk, "residual")
-        rows = {"residual": self.scale["residual"] * math.sqrt(o.w_int) * dr}
+        rows = {"residual": self.scale["residual"] * o.row_scale["residual"] * dr}
         if not o.hard_bc:
-            rows["boundary"] = (self.scale["boundary"] * math.sqrt(o.w_bnd)
+            rows["boundary"] = (self.scale["boundary"] * o.row_scale["boundary"]
                                 * res.point_jacobian(o.x_bnd, chunk)[0])
         if o.weak is not None:
             rows["weak"] = self._scaled("weak", o.weak.rows_columns(dr), dr)

@@ -146,6 +146,15 @@ class ConjugateGradients(CurvatureSolver):
                                    self.cfg.cg_max_iter)
 
 
+def shifted_cholesky(matrix: torch.Tensor, damping: float) -> torch.Tensor | None:
+    """The Cholesky factor of ``matrix`` + damping I (None where it is not positive definite),
+    ``matrix`` left as it is."""
+    shifted = matrix.clone()
+    shifted.diagonal().add_(damping)
+    factor, info = torch.linalg.cholesky_ex(shifted)
+    return factor if int(info) == 0 else None
+
+
 def normal_matrix(jac: torch.Tensor, blocks: int = 8) -> torch.Tensor:
     """J^T J from the products of its upper block triangle (column blocks of J), mirrored:
     (blocks + 1) / (2 blocks) of the work of ``jac.T @ jac``, as a symmetric rank-k update
@@ -187,11 +196,8 @@ class Cholesky(CurvatureSolver):
     def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
               ) -> Solution | None:
         assert self.gram is not None, "bind() first"
-        shifted = self.gram.clone()
-        shifted.diagonal().add_(damping)                  # G + lambda I
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        del shifted
-        if int(info) != 0:
+        factor = shifted_cholesky(self.gram, damping)
+        if factor is None:
             return None
         x = torch.cholesky_solve(self.rhs(damping, momentum)[:, None], factor)[:, 0]
         return Solution(x, self.gram @ x)

@@ -23,7 +23,7 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms.training.optimizers.curvature import (RATES, CurvatureSolver, Momentum,
-                                                       Solution)
+                                                       Solution, shifted_cholesky)
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -87,11 +87,8 @@ class SampleSpace(CurvatureSolver):
     def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
               ) -> Solution | None:
         assert self.kernel is not None, "bind() first"
-        shifted = self.kernel.clone()
-        shifted.diagonal().add_(damping)                  # K + lambda I
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        del shifted
-        if int(info) != 0:
+        factor = shifted_cholesky(self.kernel, damping)                 # K + lambda I
+        if factor is None:
             return None
         m = None if momentum is None else momentum[0] * momentum[1]
         local = self.r if m is None else self.r + self.jac @ m

@@ -123,8 +123,8 @@ def build_optimizer(target: "Target", cfg: "OptimizerConfig") -> "Optimizer":
 
 def curvature_memory(cfg: "OptimizerConfig", parameters: float, rows: float, itemsize: int,
                      ranks: int) -> float:
-    """Bytes per rank the run's curvature solver holds (0 without Gauss-Newton); ``rows``:
-    this rank's residual rows."""
-    if not spec(cfg.kind).second_order:
+    """Bytes per rank the run's curvature solver holds (0 without Gauss-Newton, or before
+    ``auto`` picked one); ``rows``: this rank's residual rows."""
+    if not spec(cfg.kind).second_order or picks_solver(cfg):
         return 0.0
     return curvature_solver(cfg.gn_solver).memory(parameters, rows, itemsize, ranks)
