@@ -139,6 +139,15 @@ class ReferenceConfig:
 
 
 @dataclass
+class EstimateConfig:
+    enabled: bool = True            #: estimate the error without the reference at every
+                                    #: evaluation: the Galerkin projection e_h of the error
+                                    #: (docs/usage.md); v + e_h is the corrected answer
+    cells_per_period: int = 8       #: ... its mesh: cells per shortest period of K_eps
+    degree: int = 2                 #: ... its P_degree elements
+
+
+@dataclass
 class ParallelConfig:
     device: str = "auto"            #: auto | cpu | cuda
     threads: int = 0                #: torch threads per rank (0: the node's cores divided
@@ -173,6 +182,7 @@ class Config:
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -209,6 +219,7 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
             "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
             "loss.weak_cells", "reference.resolution", "coupling.delta",
+            "estimate.cells_per_period",
             "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",

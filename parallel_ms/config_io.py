@@ -194,8 +194,10 @@ def validate(cfg: Config) -> None:
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
-    if cfg.reference.degree not in (1, 2):
-        raise _error("reference.degree", cfg.reference.degree, "1, 2")
+    for key, degree in (("reference.degree", cfg.reference.degree),
+                        ("estimate.degree", cfg.estimate.degree)):
+        if degree not in (1, 2):
+            raise _error(key, degree, "1, 2")
     from parallel_ms.problems import get_case
     try:
         problem = get_case(cfg.problem.case, eps=cfg.problem.eps)

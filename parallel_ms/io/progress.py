@@ -26,6 +26,9 @@ def log_line(row: dict[str, Any]) -> str:
         parts.append(f"lr {row['lr']:.2e}")
     if "rel_l2" in row:
         parts.append(f"rel L2 {row['rel_l2']:.3e}  rel H1 {row['rel_h1']:.3e}")
+    if "estimated_rel_l2" in row:
+        parts.append(f"est. L2 {row['estimated_rel_l2']:.3e}  est. H1 "
+                     f"{row['estimated_rel_h1']:.3e}")
     parts.append(f"{row['wall_time']:.1f} s")
     return "  ".join(parts)
 

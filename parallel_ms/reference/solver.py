@@ -52,6 +52,20 @@ def solver_parameters(solver: str) -> dict[str, Any]:
     return dict(SOLVERS[solver])
 
 
+def lifted_forms(problem: Problem, V: fd.FunctionSpace, e: Any,
+                 dx: Any = fd.dx) -> tuple[Any, Any]:
+    """The bilinear form and load of the lifted problem (4.8) for the temperature drop along
+    the constant vector ``e`` (a scalar in 1D), integrated with the measure ``dx``:
+
+        a(u, phi) = int K grad u . grad phi,    L(phi) = int q phi - int K e . grad phi."""
+    mesh = V.mesh()
+    k, q = problem.k_ufl(mesh), problem.q_ufl(mesh)
+    u, phi = fd.TrialFunction(V), fd.TestFunction(V)
+    grad_phi_e = fd.inner(e, fd.grad(phi)) if problem.dim > 1 else e * phi.dx(0)
+    return (k * fd.inner(fd.grad(u), fd.grad(phi)) * dx,
+            q * phi * dx - k * grad_phi_e * dx)
+
+
 def solve_temperature_drops(problem: Problem, V: fd.FunctionSpace, directions: int = 1,
                             solver: str = DEFAULT_SOLVER) -> list[fd.Function]:
     """u_i = w_i - x_i for the temperature drops w_i = x_i on the boundary, i < directions (4.8):
@@ -59,13 +73,8 @@ def solve_temperature_drops(problem: Problem, V: fd.FunctionSpace, directions: i
         int K grad u_i . grad phi = int q phi - int K e_i . grad phi,    u_i = 0 on the boundary.
 
     One operator (and one preconditioner setup) serves all directions."""
-    mesh = V.mesh()
-    k, q = problem.k_ufl(mesh), problem.q_ufl(mesh)
-    u, phi = fd.TrialFunction(V), fd.TestFunction(V)
     e = fd.Constant(np.eye(problem.dim)[0]) if problem.dim > 1 else fd.Constant(1.0)
-    grad_phi_e = fd.inner(e, fd.grad(phi)) if problem.dim > 1 else e * phi.dx(0)
-    a = k * fd.inner(fd.grad(u), fd.grad(phi)) * fd.dx
-    rhs = q * phi * fd.dx - k * grad_phi_e * fd.dx
+    a, rhs = lifted_forms(problem, V, e)
     uh = fd.Function(V)
     bc = fd.DirichletBC(V, 0, "on_boundary")
     lvp = fd.LinearVariationalProblem(a, rhs, uh, bcs=[bc], constant_jacobian=True)

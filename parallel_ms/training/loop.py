@@ -26,6 +26,7 @@ from parallel_ms.errors import Diverged
 from parallel_ms.fine.sampling import Shard, interior_sample, resample_adaptive
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.reference.cache import load_or_solve
+from parallel_ms.reference.estimate import Estimate, ErrorEstimator
 from parallel_ms.reference.metrics import relative_errors, torch_point_function
 from parallel_ms.resources import resolve_curvature_solver
 from parallel_ms.training.balancing import GradNormBalancer
@@ -47,6 +48,9 @@ class Result:
     history: list[dict[str, Any]] = field(default_factory=list)
     k11_best: float | None = None
     preempted: bool = False
+    #: the best iterate's error estimate and corrected answer's errors (estimate.enabled):
+    #: estimated_rel_l2, estimated_rel_h1, corrected_rel_l2, corrected_rel_h1
+    estimate: dict[str, float] = field(default_factory=dict)
 
 
 class Callback:
@@ -75,14 +79,15 @@ class Trainer:
                 self.s.objective, self.s.forward, lambda: self.balancer.weights), ctx.comm),
             cfg.optimizer)
         self._reference = None
+        self._estimator: ErrorEstimator | None = None
         self.current_step = 0
         self.best: tuple[float, int, dict[str, Any]] = (
             float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
         self.k11_best: float | None = None
         self._elapsed_before, self._t0 = 0.0, time.perf_counter()
         self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
-        #: (step, rel. L2, rel. H1) of the best iterate when it was evaluated at its own step
-        self._best_evaluated: tuple[int, float, float] | None = None
+        #: (step, evaluation) of the best iterate when it was evaluated at its own step
+        self._best_evaluated: tuple[int, dict[str, float]] | None = None
         self.checkpoints = CheckpointPolicy(cfg.output.checkpoint_every,
                                             cfg.output.checkpoint_minutes, ctx.comm)
 
@@ -124,9 +129,39 @@ class Trainer:
                                                cache_dir=Path(r.cache_dir).expanduser())
         return self._reference
 
+    def point_function(self) -> Any:
+        """The current network as a point function (value and gradient, first output)."""
+        return torch_point_function(self.s.net, self.s.objective.dtype, self.ctx.device)
+
     def errors(self) -> tuple[float, float]:
-        fn = torch_point_function(self.s.net, self.s.objective.dtype, self.ctx.device)
-        return relative_errors(fn, self.reference())
+        """Rel. L2 and H1 errors of the current network against the reference."""
+        return relative_errors(self.point_function(), self.reference())
+
+    def estimate(self) -> Estimate:
+        """The error estimate of the current network (no reference used)."""
+        if self._estimator is None:
+            e = self.cfg.estimate
+            self._estimator = ErrorEstimator(self.s.problem, e.cells_per_period, e.degree,
+                                             comm=self.ctx.comm)
+        return self._estimator.estimate(self.point_function())
+
+    def evaluate(self) -> dict[str, float]:
+        """The current network's rel. L2/H1 errors and, with ``estimate.enabled``, their
+        estimates (the metrics of an evaluation step)."""
+        out = dict(zip(("rel_l2", "rel_h1"), self.errors()))
+        if self.cfg.estimate.enabled:
+            est = self.estimate()
+            out.update(estimated_rel_l2=est.rel_l2, estimated_rel_h1=est.rel_h1)
+        return out
+
+    def corrected(self) -> dict[str, float]:
+        """The estimate of the current network and the rel. L2/H1 errors of the corrected
+        answer v + e_h against the reference."""
+        est = self.estimate()
+        l2, h1 = relative_errors(self.point_function(), self.reference(),
+                                 correction=est.correction)
+        return {"estimated_rel_l2": est.rel_l2, "estimated_rel_h1": est.rel_h1,
+                "corrected_rel_l2": l2, "corrected_rel_h1": h1}
 
     def resample(self, round_: int, adaptive: bool = True) -> None:
         """New interior points: residual-based (RAD) or fresh ones of ``sampling.method``."""
@@ -238,10 +273,11 @@ class Trainer:
             self.keep_if_best(row)
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 t0 = time.perf_counter()
-                row["rel_l2"], row["rel_h1"] = self.errors()
+                evaluation = self.evaluate()
+                row.update(evaluation)
                 self._validation_time += time.perf_counter() - t0
                 if self.best[1] == step:
-                    self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
+                    self._best_evaluated = (step, evaluation)
             row["wall_time"] = self._elapsed()
             row["train_time"] = row["wall_time"] - self._validation_time
             for callback in callbacks:
@@ -255,9 +291,15 @@ class Trainer:
                 checkpoint()
             if stopped:
                 break
-        rel_l2, rel_h1 = self.best_errors() if self.best[1] and not stopped else (None, None)
+        rel_l2 = rel_h1 = None
+        estimate: dict[str, float] = {}
+        if self.best[1] and not stopped:
+            rel_l2, rel_h1 = self.best_errors()
+            if cfg.estimate.enabled:
+                with self.best_iterate():
+                    estimate = self.corrected()
         return Result(self.current_step, self.best[1], self.best[0], rel_l2, rel_h1,
-                      self._elapsed(), history, self.k11_best, stopped)
+                      self._elapsed(), history, self.k11_best, stopped, estimate)
 
     def validation_terms(self) -> dict[str, float]:
         """The terms of the current iterate at the fixed validation points
@@ -297,7 +339,7 @@ class Trainer:
 
     def best_errors(self) -> tuple[float, float]:
         if self._best_evaluated is not None and self._best_evaluated[0] == self.best[1]:
-            return self._best_evaluated[1:]
+            return self._best_evaluated[1]["rel_l2"], self._best_evaluated[1]["rel_h1"]
         with self.best_iterate():
             return self.errors()
 
