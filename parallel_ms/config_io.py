@@ -202,7 +202,7 @@ def validate(cfg: Config) -> None:
     try:
         problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     except UserError as err:
-        raise UserError(f"problem.case = {cfg.problem.case!r}: {err}", collective=True) from None
+        raise UserError(f"problem.case: {err}", collective=True) from None   # names the case
     if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":
         raise _error("coupling.upscaling", cfg.coupling.upscaling,
                      f"'isotropic' for the {problem.dim}D case '{problem.name}'")

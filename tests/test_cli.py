@@ -88,3 +88,62 @@ def test_bare_command_runs_the_embedded_default(tmp_path):
     assert out.stdout.startswith("no command given: the embedded default run")
     assert "done: 3 steps" in out.stdout and "rel. L2 error" in out.stdout
     assert "results: runs/hybrid-paper-2d-" in out.stdout
+
+
+def test_unwritable_output_root_is_one_line_before_anything_is_computed():
+    from parallel_ms.__main__ import DEFAULT_RUN
+    out = _py(["-m", "parallel_ms", "run", "--config", str(DEFAULT_RUN),
+               "--set", "output.root=/proc/forbidden", "--set", "train.steps=1"])
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines()[0].startswith(
+        "parallel_ms: error: output.root = '/proc/forbidden' cannot be created")
+    assert "Traceback" not in out.stderr and out.stdout == ""    # no training, no solve
+
+
+BAD_CASE = """\
+from parallel_ms.problems import Problem
+
+
+def broken(eps: float = 0.1) -> Problem:
+    return 1 / 0
+
+
+def nothing(eps: float = 0.1):
+    pass
+"""
+
+
+def _config_case(tmp_path, source: str, name: str, *flags: str, debug: str = ""):
+    """``config --case FILE.py:NAME`` (which builds the case) for a case file ``source``."""
+    case = tmp_path / "my_case.py"
+    case.write_text(source)
+    env = {**mpi_env(), "PARALLEL_MS_DEBUG": debug}
+    out = subprocess.run([sys.executable, "-m", "parallel_ms", "config", "--case",
+                          f"{case}:{name}", *flags], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    return case, out.stderr
+
+
+def test_failing_user_case_is_one_line_and_debug_shows_only_its_frames(tmp_path):
+    case, err = _config_case(tmp_path, BAD_CASE, "broken")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"parallel_ms: error: problem.case: case "
+                          f"'{case}:broken' failed: ZeroDivisionError: division by zero "
+                          f"(rerun with --debug or PARALLEL_MS_DEBUG=1 for the traceback")
+    for flags, debug in ((["--debug"], ""), ([], "1")):
+        _, err = _config_case(tmp_path, BAD_CASE, "broken", *flags, debug=debug)
+        assert f'File "{case}", line 5, in broken\n    return 1 / 0' in err
+        assert "parallel_ms/" not in err.replace(str(case), "")   # no frame of the project
+        assert err.splitlines()[-1].endswith("failed: ZeroDivisionError: division by zero")
+
+
+@pytest.mark.parametrize("source,name,message", [
+    ("x = undefined_name\n", "f", "failed: NameError: name 'undefined_name' is not defined"),
+    ("def f(:\n", "f", "failed: SyntaxError: "),
+    (BAD_CASE, "nothing", "returned NoneType, not a parallel_ms Problem")])
+def test_user_case_failing_at_import_or_returning_no_problem_is_one_line(tmp_path, source,
+                                                                          name, message):
+    case, err = _config_case(tmp_path, source, name)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"case '{case}:{name}' {message}" in err

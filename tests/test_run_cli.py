@@ -40,9 +40,14 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 30 and summary["ranks"] == 2 and summary["method"] == "pinn"
     assert summary["rel_l2"] == pytest.approx(float(m.group(1)), rel=1e-4)
+    # the error estimate (no reference used) and the corrected answer v + e_h
+    assert 0.5 < summary["estimated_rel_l2"] / summary["rel_l2"] < 2, summary
+    assert summary["corrected_rel_l2"] < summary["rel_l2"], summary
+    assert out.stdout.count("error estimate (no reference used)") == 1
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
     assert rows[9]["rel_l2"] and not rows[8]["rel_l2"]
+    assert float(rows[9]["estimated_rel_l2"]) > 0 and not rows[8]["estimated_rel_l2"]
     assert "steps = 30" in (run / "config.toml").read_text()
 
 
@@ -106,3 +111,15 @@ def test_more_ranks_than_coarse_cells_is_a_one_line_error(mpiexec):
     assert out.stderr.splitlines()[0] == ("parallel_ms: error: coarse.cells = 2 gives 2 coarse "
                                           "cells for 3 MPI ranks (allowed: at least one coarse "
                                           "cell per rank; the coarse cells shard the points)")
+
+
+def test_unwritable_output_root_is_one_line_on_two_ranks(mpiexec, tmp_path):
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / "runs"        # below a file: cannot be created, even by root
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--set", f"output.root={root}",
+                      "--set", "train.steps=1"], timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines()[0] == (f"parallel_ms: error: output.root = '{root}' cannot "
+                                          f"be created: Not a directory (allowed: a directory "
+                                          f"you can create and write)")
+    assert "Traceback" not in out.stderr and out.stdout == ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from parallel_ms import config
+from parallel_ms.errors import DEBUG_ENV, enable_debug
 
 #: shortcut flag -> the configuration keys it sets (``--seed`` seeds the network's
 #: initialisation and the collocation points alike: one seed, one run)
@@ -42,6 +43,21 @@ positive_int = _typed(int, lambda v: 0 < v < config.INT_LIMIT, "an integer >= 1"
 path = _typed(Path, lambda v: str(v) not in ("", "."), "a non-empty path")
 
 
+class _Debug(argparse.Action):
+    """``--debug``: turns debug output on as soon as it is parsed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        enable_debug()
+
+
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug``, for the commands that take ``--case``."""
+    p.add_argument("--debug", action=_Debug, nargs=0, default=argparse.SUPPRESS,
+                   help=f"when a user case (--case FILE.py:NAME) fails, also print the "
+                        f"traceback of its own frames (same as {DEBUG_ENV}=1)")
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=path, default=None, help="TOML file (sections as in "
                    "'python -m parallel_ms config')")
@@ -50,6 +66,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     for flag, keys in SHORTCUTS.items():
         p.add_argument(f"--{flag}", default=None,
                        help="same as " + " ".join(f"--set {key}=..." for key in keys))
+    add_debug_option(p)
 
 
 def resolve(args: argparse.Namespace) -> config.Config:

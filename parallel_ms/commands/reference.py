@@ -9,8 +9,8 @@ import numpy as np
 from mpi4py import MPI
 
 from parallel_ms import parallel, resources
-from parallel_ms.commands.options import (non_negative_float, path, positive_float,
-                                          positive_int)
+from parallel_ms.commands.options import (add_debug_option, non_negative_float, path,
+                                          positive_float, positive_int)
 from parallel_ms.errors import UserError
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "K~_11 (4.10) and the solve time, optionally write an HDF5 file. PETSc "
                     "options under the prefix -reference_ override the solver preset.")
     p.add_argument("--case", required=True, help="case name (see 'cases') or FILE.py:NAME")
+    add_debug_option(p)
     p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
     p.add_argument("--degree", type=int, default=1, choices=(1, 2), help="P1 (default) or P2")
     p.add_argument("--resolution", type=positive_int, default=None,

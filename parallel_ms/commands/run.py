@@ -7,8 +7,8 @@ from pathlib import Path
 
 from parallel_ms import config, parallel
 from parallel_ms.commands.options import add_config_options, path, resolve
-from parallel_ms.errors import Diverged, UserError
-from parallel_ms.io.rundir import RunDirectory
+from parallel_ms.errors import Diverged, UserError, describe
+from parallel_ms.io.rundir import RunDirectory, check_root
 
 CHECKPOINT = "checkpoint.h5"
 
@@ -46,6 +46,7 @@ def _resume_config(args: argparse.Namespace) -> config.Config:
 def main(args: argparse.Namespace) -> int:
     cfg = _resume_config(args) if args.resume is not None else resolve(args)
     ctx = parallel.init(cfg.parallel.device)
+    check_root(cfg.output.root, ctx.comm)
     from parallel_ms.resources import check_run
     # before anything large is allocated (and before the run dir, whose config.toml then names
     # the curvature solver that "auto" picked)
@@ -62,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
         run_dir.update("failed", reason=str(err))
         raise
     except (Exception, KeyboardInterrupt) as err:   # a bug or Ctrl-C: type and first line
-        first = next(iter(str(err).strip().splitlines()), "")
-        run_dir.update("failed", reason=f"{type(err).__name__}: {first}")
+        run_dir.update("failed", reason=describe(err))
         raise
 
 
@@ -114,7 +114,7 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
         method=cfg.train.method, case=trainer.s.problem.name, device=str(ctx.device),
         steps=result.steps, wall_time_s=result.wall_time, best_step=result.best_step,
         best_loss=result.best_loss, rel_l2=result.rel_l2, rel_h1=result.rel_h1,
-        k11_best=result.k11_best, k11_end=last.get("k11"))
+        k11_best=result.k11_best, k11_end=last.get("k11"), **result.estimate)
     if result.preempted:
         run_dir.update("preempted", reason=f"{preemption.name} received")
         parallel.print0(f"{preemption.name} received: stopped after step {result.steps}, "
@@ -130,6 +130,12 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
                     f"(smallest fine loss {result.best_loss:.4e}) at step "
                     f"{result.best_step}: rel. L2 error {result.rel_l2:.4e}, "
                     f"rel. H1 error {result.rel_h1:.4e}")
+    if result.estimate:
+        e = result.estimate
+        parallel.print0(f"error estimate (no reference used): rel. L2 "
+                        f"{e['estimated_rel_l2']:.4e}, rel. H1 {e['estimated_rel_h1']:.4e}; "
+                        f"the corrected answer v + e_h: rel. L2 error "
+                        f"{e['corrected_rel_l2']:.4e}, rel. H1 error {e['corrected_rel_h1']:.4e}")
     outputs = "config.toml, metrics.csv, summary.json, checkpoint.h5"
     if cfg.output.fields:
         from parallel_ms.io.fields import write_fields

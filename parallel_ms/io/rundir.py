@@ -14,11 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from parallel_ms import config
+from parallel_ms.errors import UserError
 
 
 #: the values of summary.json's ``status``
@@ -34,10 +36,36 @@ def read_summary(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _unwritable(root: Path) -> str | None:
+    """Why no run directory can be written under ``root`` (None if one can): tried by creating
+    ``root`` and a temporary file in it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot be created: {err.strerror or err}"
+    try:
+        with tempfile.TemporaryFile(dir=root):
+            return None
+    except OSError as err:
+        return f"is not writable: {err.strerror or err}"
+
+
+def check_root(root: str, comm: Any) -> None:
+    """Refuse, with one line on every rank, an ``output.root`` where no run directory can be
+    written (rank 0 tries; collective), before anything is computed."""
+    why = comm.bcast(_unwritable(Path(root).expanduser()) if comm.rank == 0 else None, root=0)
+    if why is not None:
+        raise UserError(f"output.root = '{root}' {why} (allowed: a directory you can create "
+                        f"and write)", collective=True)
+
+
 class RunDirectory:
     def __init__(self, root: Path, name: str | None, cfg: config.Config, is_root: bool,
                  comm: Any) -> None:
         name = name or time.strftime(f"{cfg.train.method}-{cfg.problem.case}-%Y%m%d-%H%M%S")
+        #: the columns of metrics.csv filled at evaluation steps only
+        self._evaluated = ("rel_l2", "rel_h1") + (
+            ("estimated_rel_l2", "estimated_rel_h1") if cfg.estimate.enabled else ())
         name = comm.bcast(name, root=0)  # one name on every rank, even across a second tick
         self.path = Path(root).expanduser() / name
         self.is_root = is_root
@@ -66,7 +94,7 @@ class RunDirectory:
         if not self.is_root:
             return
         if self._writer is None:
-            self._start_csv(list(row) + [k for k in ("rel_l2", "rel_h1") if k not in row])
+            self._start_csv(list(row) + [k for k in self._evaluated if k not in row])
         new = [k for k in row if k not in self._writer.fieldnames]  # type: ignore[union-attr]
         if new:                      # e.g. a run resumed with sampling.validation set
             self._rewrite(new)

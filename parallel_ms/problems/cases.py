@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
+import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
-from parallel_ms.errors import UserError
+from parallel_ms.errors import DEBUG_HINT, UserError, debug, describe
 from parallel_ms.problems.problem import Problem
 
 Factory = Callable[..., Problem]
+T = TypeVar("T")
 CASES: dict[str, Factory] = {}
 
 
@@ -135,7 +138,33 @@ def high_contrast_2d(eps: float = 0.1, contrast: float = 1e3, width: float = 0.0
     return _high_contrast(2, eps, contrast, width)
 
 
-def _load_user_case(spec: str) -> Factory:
+def _user_frames(err: Exception, path: Path) -> str:
+    """The traceback of ``err`` cut down to the frames in the user's file ``path``."""
+    mine = [frame for frame in traceback.extract_tb(err.__traceback__)
+            if Path(frame.filename).resolve() == path.resolve()]
+    return "".join(["Traceback (most recent call last; the frames of your case file):\n",
+                    *traceback.format_list(mine),
+                    *traceback.format_exception_only(type(err), err)])
+
+
+def _call_user(spec: str, path: Path, call: Callable[[], T]) -> T:
+    """``call()``, which runs code of the user's case ``spec`` (in ``path``): any exception
+    becomes one line naming the case, the exception's type and message; in debug mode the
+    user's own frames are printed (on rank 0) before it."""
+    try:
+        return call()
+    except Exception as err:
+        show = debug()
+        if show:
+            from parallel_ms import parallel
+            parallel.print0(_user_frames(err, path), end="", file=sys.stderr)
+        hint = "" if show else f" ({DEBUG_HINT} for the traceback of your case)"
+        raise UserError(f"case '{spec}' failed: {describe(err)}{hint}",
+                        collective=True) from None
+
+
+def _load_user_case(spec: str) -> tuple[Path, Factory]:
+    """The user's case file of ``spec`` (``FILE.py:NAME``) and its factory NAME."""
     path_str, _, attr = spec.rpartition(":")
     path = Path(path_str)
     if not path.is_file():
@@ -143,32 +172,36 @@ def _load_user_case(spec: str) -> Factory:
                         collective=True)
     module_spec = importlib.util.spec_from_file_location(f"parallel_ms_user_{path.stem}", path)
     assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module, loader = importlib.util.module_from_spec(module_spec), module_spec.loader
+    _call_user(spec, path, lambda: loader.exec_module(module))
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UserError(f"case file '{path}' defines no function '{attr}' returning a Problem",
                         collective=True)
-    return factory
+    return path, factory
+
+
+def _build(name: str, overrides: dict[str, float]) -> object:
+    """What the factory of case ``name`` returns for ``overrides`` (one line on a failure)."""
+    if ".py:" in name:
+        path, factory = _load_user_case(name)
+        return _call_user(name, path, lambda: factory(**overrides))
+    if name not in CASES:
+        raise UserError(f"case '{name}' is unknown (allowed: {', '.join(CASES)}, "
+                        "or FILE.py:NAME)", collective=True)
+    try:
+        return CASES[name](**overrides)
+    except TypeError as err:
+        raise UserError(f"case '{name}': {err}", collective=True) from None
 
 
 def get_case(name: str, **overrides: float | None) -> Problem:
     """The problem called ``name`` (built-in, or ``FILE.py:NAME``), with optional parameter
     overrides (``eps=...`` and the case's own parameters; None keeps the case's value)."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if ".py:" in name:
-        factory = _load_user_case(name)
-    elif name in CASES:
-        factory = CASES[name]
-    else:
-        raise UserError(f"case '{name}' is unknown (allowed: {', '.join(CASES)}, "
-                        "or FILE.py:NAME)", collective=True)
-    try:
-        problem = factory(**overrides)
-    except TypeError as err:
-        raise UserError(f"case '{name}': {err}", collective=True) from None
+    problem = _build(name, {k: v for k, v in overrides.items() if v is not None})
     if not isinstance(problem, Problem):
-        raise UserError(f"case '{name}' did not return a parallel_ms Problem", collective=True)
+        raise UserError(f"case '{name}' returned {type(problem).__name__}, not a parallel_ms "
+                        f"Problem (see examples/user_case.py)", collective=True)
     if not problem.eps > 0:
         raise UserError(f"case '{name}': eps = {problem.eps} (allowed: eps > 0)",
                         collective=True)
