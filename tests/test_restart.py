@@ -155,6 +155,10 @@ def test_report_regenerates_plots_and_prints_the_summary(mpiexec, tmp_path):
     with h5py.File(run / "fields.h5") as f:
         assert f["fine/u"].shape == f["fine/v"].shape and f["coarse/y"].shape[0] == 49
         assert np.allclose(f["fine/error"][()], np.abs(f["fine/v"][()] - f["fine/u"][()]))
+        # the corrected answer v + e_h (error estimate) is nearer u_h than v is
+        u, v, corrected = (f[f"fine/{k}"][()] for k in ("u", "v", "corrected"))
+        assert np.allclose(corrected, v + f["fine/e_h"][()])
+        assert np.linalg.norm(corrected - u) < 0.5 * np.linalg.norm(v - u)
     for png in ("history.png", "fields.png"):
         (run / png).unlink()
     rep = subprocess.run([sys.executable, "-m", "parallel_ms", "report", str(run)],

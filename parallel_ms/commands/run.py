@@ -143,8 +143,9 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
         from parallel_ms.training.fields import field_arrays
         s = trainer.s
         with trainer.best_iterate():
+            correction = trainer.estimate().correction if cfg.estimate.enabled else None
             groups = field_arrays(s.net, s.forward, s.objective, s.objective.coupling,
-                                  trainer.reference())
+                                  trainer.reference(), correction)
             write_fields(run_dir.path, groups, {"dim": s.problem.dim, "case": s.problem.name})
         if ctx.is_root:
             make_plots(run_dir.path)

@@ -29,8 +29,10 @@ def network_values(net: torch.nn.Module, x: np.ndarray, dtype: torch.dtype,
 
 
 def field_arrays(net: torch.nn.Module, forward: PINNForward, objective: PINNObjective,
-                 coupling: Coupling | None, reference: Any) -> dict[str, FieldGroup]:
-    """The groups ``fine`` (u = u_h interpolated into P1, v, error = |v - u_h|) and, with a
+                 coupling: Coupling | None, reference: Any,
+                 correction: fd.Function | None = None) -> dict[str, FieldGroup]:
+    """The groups ``fine`` (u = u_h interpolated into P1, v, error = |v - u_h|; with the
+    error estimate's ``correction`` e_h also e_h and the corrected answer v + e_h) and, with a
     coupling, ``coarse`` (y = y_h, qv = Q v) of the current network (collective).
 
     The coarse state is refreshed for this network's K~ (paper (4.10)) first, so y_h is the
@@ -39,8 +41,11 @@ def field_arrays(net: torch.nn.Module, forward: PINNForward, objective: PINNObje
     fine_x = vertex_coordinates(reference.mesh)
     u = fd.Function(V).interpolate(reference.u).dat.data_ro
     v = network_values(net, fine_x, objective.dtype, objective.device)
-    groups: dict[str, FieldGroup] = {
-        "fine": (V, fine_x, {"u": u.copy(), "v": v, "error": np.abs(v - u)})}
+    fine = {"u": u.copy(), "v": v, "error": np.abs(v - u)}
+    if correction is not None:          # e_h lives on the estimate's mesh
+        e_h = fd.assemble(fd.interpolate(correction, V)).dat.data_ro.copy()
+        fine.update(e_h=e_h, corrected=v + e_h)
+    groups: dict[str, FieldGroup] = {"fine": (V, fine_x, fine)}
     if coupling is not None:
         obj = objective
         with torch.enable_grad():
