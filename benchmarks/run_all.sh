@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark at reduced settings, one after another (15 min 36 s on a 2-core machine):
 # the step-cost tables (1 and 2 ranks, DeepXDE beside), parallel scaling, coarse solves against
-# their size, and every accuracy table of benchmarks/reproduce.py at its `quick` scale.
+# their size, every accuracy table of benchmarks/reproduce.py at its `quick` scale, and the
+# error estimate against the true error on one 1D run.
 #
 #   benchmarks/run_all.sh [OUT_DIR]        tables to stdout, JSON to OUT_DIR (runs/benchmarks)
 #
@@ -35,4 +36,7 @@ section "coarse solves, 2 ranks"
 section "accuracy tables, quick scale (benchmarks/reproduce.py)"
 "$PY" benchmarks/reproduce.py --scale quick --seeds 0 1 --root "$OUT/reproduce" \
   --json "$OUT/reproduce.json"
+section "error estimate against the true error, 1D (benchmarks/error_estimate.py)"
+"$PY" benchmarks/error_estimate.py --cases paper-1d-eps1_15 --methods pinn --seeds 0 \
+  --ranks 2 --json "$OUT/error_estimate.json"
 section "done"

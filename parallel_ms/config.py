@@ -53,6 +53,9 @@ class LossConfig:
     tau_weak: float = 0.0           #: weight of the weak residual (r tested against coarse
                                     #: hat functions; 0: off; docs/gauss-newton.md)
     weak_cells: int = 10            #: ... its hat functions' cells per direction
+    weak_norm: str = "l2"           #: ... l2 (the tested residual's values) | dual (weighted
+                                    #: by the inverse Laplacian stiffness of the hat functions:
+                                    #: a smooth error at its H^1 size; docs/gauss-newton.md)
     derivatives: str = "jet"        #: jet (fast forward path) | jet-compiled | autograd
 
 
@@ -202,6 +205,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "network.dtype": ("auto", "float32", "float64"),
     "sampling.method": ("uniform", "sobol"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
+    "loss.weak_norm": ("l2", "dual"),
     "optimizer.kind": tuple(OPTIMIZERS),            # the optimizer registry's names
     "optimizer.gn_solver": (AUTO, *CURVATURE_SOLVERS),
     "train.method": ("pinn", "hybrid"),

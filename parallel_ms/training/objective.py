@@ -94,7 +94,7 @@ class PINNObjective:
         self.coupling: Coupling | None = None
         self.tau2: Tau2Continuation | None = None
         self.weak: WeakResidual | None = None
-        self._weak_cells: tuple[int, float, Any] | None = None
+        self._weak_cells: tuple[int, float, Any, str] | None = None
         #: bumped whenever the objective's definition changes (points, tau_2): what a cached
         #: linearization (Gauss-Newton) depends on besides the parameters
         self.version = 0
@@ -116,9 +116,9 @@ class PINNObjective:
         self.row_scale = {"residual": math.sqrt(self.w_int), "boundary": math.sqrt(self.w_bnd)}
         self.shard = shard
         if self._weak_cells is not None:
-            cells, tau, comm = self._weak_cells
+            cells, tau, comm, norm = self._weak_cells
             self.weak = WeakResidual(shard.interior.reshape(-1, self.problem.dim),
-                                     shard.n_interior, cells, tau, self.outputs, comm)
+                                     shard.n_interior, cells, tau, self.outputs, comm, norm)
         if self.coupling is not None:
             self.coupling.set_points(shard.interior, self.k, shard.n_interior)
         self.version += 1
@@ -135,10 +135,10 @@ class PINNObjective:
         self.coupling, self.tau2 = coupling, tau2
         self.x_nodes = torch.tensor(coupling.node_points, dtype=self.dtype, device=self.device)
 
-    def attach_weak(self, cells: int, tau: float, comm: Any) -> None:
+    def attach_weak(self, cells: int, tau: float, comm: Any, norm: str = "l2") -> None:
         """Add the weak residual tau_w ||Phi r||^2 on hat functions of ``cells`` cells per
-        direction (:mod:`.weak_residual`)."""
-        self._weak_cells = (cells, tau, comm)
+        direction, in the norm ``norm`` (:mod:`.weak_residual`)."""
+        self._weak_cells = (cells, tau, comm, norm)
         self.set_points(self.shard)
 
     def advance(self, step: int) -> None:

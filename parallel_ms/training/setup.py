@@ -53,7 +53,8 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
         validation = fine(Shard(points, shard.boundary, ctx.comm.allreduce(len(points)),
                                 shard.n_boundary))
     if cfg.loss.tau_weak > 0:
-        objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm)
+        objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm,
+                              cfg.loss.weak_norm)
     if cfg.train.method == "hybrid":
         objective.attach_coupling(Coupling(
             problem, mesh, cells=cells, points=shard.interior, k_points=objective.k,
