@@ -4,7 +4,7 @@ the error of the corrected answer v + e_h.
 
     .venv/bin/python benchmarks/error_estimate.py [--cases paper-2d paper-1d-eps1_15
         paper-1d-eps0_01] [--methods pinn hybrid] [--seeds 0 1 2] [--cells-per-period 2 4 8]
-        [--ranks 2] [--eval-every 5] [--json F]
+        [--ranks 2] [--eval-every 5] [--set KEY=VALUE ...] [--json F]
 
 Each case trains with its measured Gauss-Newton settings (2D: the embedded default run,
 parallel_ms/configs/default.toml; 1D: jobs/CASE.toml), seeds S for the network and the points,
@@ -42,7 +42,7 @@ def run_file(case: str) -> Path:
 
 
 def worker(case: str, method: str, seed: int, cells: list[int], eval_every: int,
-           out: Path) -> None:
+           sets: list[str], out: Path) -> None:
     from parallel_ms import config, parallel
     from parallel_ms.reference.estimate import ErrorEstimator
     from parallel_ms.reference.metrics import relative_errors
@@ -51,7 +51,8 @@ def worker(case: str, method: str, seed: int, cells: list[int], eval_every: int,
     ctx = parallel.init("cpu")
     cfg = config.load(run_file(case), [f"train.method={method}", f"network.seed={seed}",
                                        f"sampling.seed={seed}", f"train.eval_every={eval_every}",
-                                       "estimate.enabled=false", "output.fields=false"])
+                                       "estimate.enabled=false", "output.fields=false",
+                                       *sets])
     trainer = Trainer(cfg, ctx)
     estimators = {c: ErrorEstimator(trainer.s.problem, c, cfg.estimate.degree, comm=ctx.comm)
                   for c in cells}
@@ -83,7 +84,7 @@ def worker(case: str, method: str, seed: int, cells: list[int], eval_every: int,
 
 
 def launch(case: str, method: str, seed: int, cells: list[int], eval_every: int,
-           ranks: int) -> dict:
+           sets: list[str], ranks: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -91,7 +92,8 @@ def launch(case: str, method: str, seed: int, cells: list[int], eval_every: int,
         cmd = [os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n", str(ranks),
                sys.executable, str(HERE / "error_estimate.py"), "--worker", "--cases", case,
                "--methods", method, "--seeds", str(seed), "--eval-every", str(eval_every),
-               "--cells-per-period", *map(str, cells), "--out", str(out)]
+               "--cells-per-period", *map(str, cells), "--out", str(out),
+               *[a for s in sets for a in ("--set", s)]]
         subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())
 
@@ -130,20 +132,22 @@ def main() -> None:
     p.add_argument("--cells-per-period", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every run (after the case's own)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args.cases[0], args.methods[0], args.seeds[0], args.cells_per_period,
-               args.eval_every, args.out)
+               args.eval_every, args.set, args.out)
         return
     runs = []
     for case in args.cases:
         for method in args.methods:
             for seed in args.seeds:
                 runs.append(launch(case, method, seed, args.cells_per_period, args.eval_every,
-                                   args.ranks))
+                                   args.set, args.ranks))
                 last = runs[-1]["evaluations"][-1]
                 print(f"  {case} {method} seed {seed}: last rel. L2 {last['rel_l2']:.3e}, "
                       + ", ".join(f"est({c}) {e['rel_l2']:.3e}"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import mpi_env
 
@@ -231,3 +232,120 @@ def test_gn_scaling_times_every_part_of_a_solvers_step(tmp_path):
     parts = [row[k] for k in ("jacobian", "setup", "solve", "trials")]
     assert all(p > 0 for p in parts) and sum(parts) <= row["step_s"]
     assert "woodbury     1" in out.stdout
+
+
+def _gpu_check():
+    """benchmarks/gpu_check.py imported as a module."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return gpu_check
+
+
+def test_gpu_check_runs_without_firedrake_and_its_error_falls(tmp_path):
+    """gpu_check.py at its CPU size, Firedrake and PETSc blocked: every part of the table is
+    timed, the solver is picked without the ScaLAPACK one, and the error against the
+    manufactured solution is printed and falls every step."""
+    from test_imports import SCRIPT, blocked
+    out = blocked(SCRIPT, "benchmarks/gpu_check.py", "--device", "cpu", "--quick", "--steps",
+                  "3", "--json", str(tmp_path / "g.json"), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "scalapack not installed" in out.stdout
+    data = json.loads((tmp_path / "g.json").read_text())
+    for row in data["table"].values():
+        assert row["residual_s"] > 0 and row["jacobian_s"] > 0
+        assert all(row[s]["seconds"] > 0 for s in ("cholesky", "woodbury", "cg"))
+    errors = [h["rel_l2"] for h in data["history"]]
+    assert [h["step"] for h in data["history"]] == [0, 1, 2, 3]
+    assert all(math.isfinite(e) for e in errors) and errors == sorted(errors, reverse=True)
+    assert errors[-1] < 0.5 * errors[0]
+    lines = out.stdout.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.split()[:2] == ["step", "loss"])
+    printed = [float(line.split()[2]) for line in lines[header + 1:header + 5]]
+    assert printed == pytest.approx(errors, rel=1e-4)
+
+
+def test_gpu_check_networks_and_manufactured_solution():
+    """The table's networks are the paper's (33,281 parameters) and one of ~100,000; the
+    manufactured u solves the lifted problem with the source in closed form (the residual
+    (4.8) of u, by autograd, vanishes)."""
+    from parallel_ms.fine.derivatives import derivatives_autograd
+    from parallel_ms.fine.residual import residual
+    g = _gpu_check()
+    cpu = torch.device("cpu")
+    sizes = {label: sum(p.numel() for p in g.network(w, f, cpu).parameters())
+             for label, (w, f) in g.SCALES["full"].networks.items()}
+    assert sizes["paper"] == 33_281 and abs(sizes["100k"] - 100_000) < 1_000
+    x = g.points(500, 0, cpu)
+    p = g.PROBLEM
+    _, grad, lap = derivatives_autograd(g.exact, x)
+    r = residual(p.k(x), p.grad_k(x), p.lifted_source(x), lap, grad).detach()
+    assert float(r.abs().max()) < 1e-11 * float(p.lifted_source(x).abs().max())
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device")])])
+@pytest.mark.parametrize("solver", ["cholesky", "woodbury", "cg"])
+def test_gauss_newton_step_stays_on_the_device(solver, device, monkeypatch):
+    """A Gauss-Newton step of gpu_check's PINN on the device: the parameters, the step, the
+    gradient and the solver's matrix stay there, and no tensor is copied to the host."""
+    g = _gpu_check()
+    dev = torch.device(device)
+    rows = g.PINNRows(g.network(16, 8, dev), g.PROBLEM)
+    rows.use(g.points(300, 1, dev))
+    gn = g.optimizer(rows, solver)
+
+    def to_host(self, *args, **kwargs):
+        raise AssertionError("a tensor was copied to the host")
+
+    monkeypatch.setattr(torch.Tensor, "cpu", to_host)
+    monkeypatch.setattr(torch.Tensor, "numpy", to_host)
+    record = gn.step(1)
+    monkeypatch.undo()
+    assert record.stats["accepted"]
+    kept = {"cholesky": ("gram", "g"), "woodbury": ("kernel", "g", "jac"), "cg": ()}[solver]
+    held = [gn.previous, *rows.params, *gn._lin.rows.values()]
+    held += [getattr(gn.solver, name) for name in kept]
+    assert all(t.device.type == dev.type and t.dtype == torch.float64 for t in held)
+
+
+def test_error_estimate_benchmark_tables_the_effectivity(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/error_estimate.py", "--cases",
+                          "paper-1d-eps1_15", "--methods", "pinn", "--seeds", "0", "--ranks",
+                          "2", "--eval-every", "2", "--cells-per-period", "4", "8",
+                          "--set", "train.steps=4", "--set", "problem.eps=0.5",
+                          "--set", "sampling.interior=400", "--set", "network.width=8",
+                          "--set", f"reference.cache_dir={tmp_path}",
+                          "--json", str(tmp_path / "e.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads((tmp_path / "e.json").read_text())
+    (run,) = data["runs"]
+    assert [e["step"] for e in run["evaluations"]] == [2, 4]
+    assert [r["cells_per_period"] for r in data["rows"]] == [4, 8]
+    last = run["evaluations"][-1]
+    for c in ("4", "8"):       # the estimate and the corrected answer at the last evaluation
+        assert 0 < last["estimates"][c]["rel_l2"] and "corrected_rel_l2" in last["estimates"][c]
+    assert "paper-1d-eps1_15   pinn   8" in out.stdout
+
+
+def test_seeds_benchmark_tables_each_seed_and_reuses_completed_runs(tmp_path):
+    cmd = [sys.executable, "benchmarks/seeds.py", "--config", "jobs/paper-1d-eps1_15.toml",
+           "--seeds", "0", "1", "--ranks", "1", "--set", "train.steps=3",
+           "--set", "problem.eps=0.5", "--set", "sampling.interior=400",
+           "--set", "network.width=8", "--set", f"reference.cache_dir={tmp_path}/ref",
+           "--root", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["seed"] for r in rows] == [0, 1] and rows[0]["rel_l2"] != rows[1]["rel_l2"]
+    assert all(r["estimated_rel_l2"] > 0 for r in rows)
+    stamp = (tmp_path / "runs" / "seed0" / "command.json").stat().st_mtime_ns
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env=mpi_env())
+    assert again.returncode == 0 and json.loads((tmp_path / "s.json").read_text())["rows"] == rows
+    assert (tmp_path / "runs" / "seed0" / "command.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,94 @@
+"""One run configuration over many seeds: does it give the same accuracy on every seed, and
+does the error estimate tell the good runs from the bad ones?
+
+    .venv/bin/python benchmarks/seeds.py [--config parallel_ms/configs/default.toml]
+        [--seeds 0 1 ... 9] [--ranks 2] [--set KEY=VALUE ...] [--root DIR] [--json F]
+
+Each seed S is one ``mpiexec -n R python -m parallel_ms run --config FILE --seed S`` (the seed
+of the network and of the points); a seed whose run directory under --root already holds a
+completed summary.json with the same configuration is not rerun. The table: per seed the best
+iterate's rel. L2 / H1 errors, the error estimate (no reference used) and its effectivity, the
+corrected answer's rel. L2, the wall time; then median and maximum, and how many seeds meet
+--target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import machine, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("rel_l2", "rel_h1", "estimated_rel_l2", "corrected_rel_l2")
+
+
+def run_seed(config: Path, seed: int, ranks: int, sets: list[str], root: Path) -> dict:
+    """The summary.json of seed ``seed``'s run (run now unless it completed before)."""
+    name = f"seed{seed}"
+    args = ["run", "--config", str(config), "--seed", str(seed), "--set", f"output.root={root}",
+            "--set", f"output.name={name}", "--set", "output.fields=false",
+            *[a for s in sets for a in ("--set", s)]]
+    stamp = root / name / "command.json"
+    summary = root / name / "summary.json"
+    if (stamp.exists() and json.loads(stamp.read_text()) == args and summary.exists()
+            and json.loads(summary.read_text()).get("status") == "completed"):
+        return json.loads(summary.read_text())
+    launcher = [os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n", str(ranks)]
+    t0 = time.perf_counter()
+    subprocess.run([*launcher, sys.executable, "-m", "parallel_ms", *args], check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+                            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    stamp.write_text(json.dumps(args))
+    out = json.loads(summary.read_text())
+    out["command_wall_s"] = time.perf_counter() - t0
+    summary.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=ROOT / "parallel_ms/configs/default.toml")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--target", type=float, default=5e-2, help="rel. L2 every seed should reach")
+    p.add_argument("--root", type=Path, default=ROOT / "runs" / "seeds")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    root = args.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        s = run_seed(args.config.resolve(), seed, args.ranks, args.set, root)
+        rows.append({"seed": seed, **{k: s.get(k) for k in KEYS},
+                     "wall_s": s.get("command_wall_s"), "best_step": s.get("best_step")})
+        print(f"  seed {seed}: rel. L2 {s['rel_l2']:.3e}", flush=True)
+    mach = machine()
+    print(f"\nmachine: {mach['cpu']}, {mach['cores']} cores; {args.ranks} ranks; "
+          f"{args.config.name} {' '.join(args.set)}")
+    print(f"{'seed':>5}{'rel L2':>10}{'rel H1':>10}{'est. L2':>10}{'est/true':>9}"
+          f"{'corrected':>11}{'best step':>10}{'wall s':>8}")
+    for r in rows:
+        est = r["estimated_rel_l2"]
+        print(f"{r['seed']:>5}{r['rel_l2']:>10.3e}{r['rel_h1']:>10.3e}"
+              + (f"{est:>10.3e}{est / r['rel_l2']:>9.2f}{r['corrected_rel_l2']:>11.3e}"
+                 if est is not None else f"{'-':>10}{'-':>9}{'-':>11}")
+              + f"{r['best_step']:>10}{r['wall_s'] or float('nan'):>8.0f}")
+    l2 = np.array([r["rel_l2"] for r in rows])
+    print(f"median {np.median(l2):.3e}, max {l2.max():.3e}; {int((l2 <= args.target).sum())} "
+          f"of {len(l2)} seeds at rel. L2 <= {args.target:g}")
+    write_json(args.json, {"machine": mach, "ranks": args.ranks, "config": str(args.config),
+                           "set": args.set, "rows": rows, "median_rel_l2": float(np.median(l2)),
+                           "max_rel_l2": float(l2.max())})
+
+
+if __name__ == "__main__":
+    main()
