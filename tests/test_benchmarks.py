@@ -3,6 +3,7 @@ table in the paper's format, JSON, figure, and reuse of finished runs. (The benc
 measure time; none of that is asserted here.)"""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -18,14 +19,13 @@ from conftest import mpi_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _module():
-    """benchmarks/reproduce.py imported as a module."""
+def _module(name: str = "reproduce"):
+    """benchmarks/NAME.py imported as a module."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import reproduce
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return reproduce
 
 
 def _reproduce(*args: str) -> subprocess.CompletedProcess:
@@ -234,16 +234,6 @@ def test_gn_scaling_times_every_part_of_a_solvers_step(tmp_path):
     assert "woodbury     1" in out.stdout
 
 
-def _gpu_check():
-    """benchmarks/gpu_check.py imported as a module."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return gpu_check
-
-
 def test_gpu_check_runs_without_firedrake_and_its_error_falls(tmp_path):
     """gpu_check.py at its CPU size, Firedrake and PETSc blocked: every part of the table is
     timed, the solver is picked without the ScaLAPACK one, and the error against the
@@ -273,7 +263,7 @@ def test_gpu_check_networks_and_manufactured_solution():
     (4.8) of u, by autograd, vanishes)."""
     from parallel_ms.fine.derivatives import derivatives_autograd
     from parallel_ms.fine.residual import residual
-    g = _gpu_check()
+    g = _module("gpu_check")
     cpu = torch.device("cpu")
     sizes = {label: sum(p.numel() for p in g.network(w, f, cpu).parameters())
              for label, (w, f) in g.SCALES["full"].networks.items()}
@@ -291,8 +281,9 @@ def test_gpu_check_networks_and_manufactured_solution():
 @pytest.mark.parametrize("solver", ["cholesky", "woodbury", "cg"])
 def test_gauss_newton_step_stays_on_the_device(solver, device, monkeypatch):
     """A Gauss-Newton step of gpu_check's PINN on the device: the parameters, the step, the
-    gradient and the solver's matrix stay there, and no tensor is copied to the host."""
-    g = _gpu_check()
+    gradient and the solver's matrix stay there, and no tensor is copied to the host; the
+    previous step read from a checkpoint (on the host) returns to the device."""
+    g = _module("gpu_check")
     dev = torch.device(device)
     rows = g.PINNRows(g.network(16, 8, dev), g.PROBLEM)
     rows.use(g.points(300, 1, dev))
@@ -310,6 +301,9 @@ def test_gauss_newton_step_stays_on_the_device(solver, device, monkeypatch):
     held = [gn.previous, *rows.params, *gn._lin.rows.values()]
     held += [getattr(gn.solver, name) for name in kept]
     assert all(t.device.type == dev.type and t.dtype == torch.float64 for t in held)
+    state = gn.state_dict()
+    gn.load_state_dict({**state, "previous": state["previous"].cpu()})
+    assert gn.previous.device.type == dev.type and torch.equal(gn.previous, state["previous"])
 
 
 def test_error_estimate_benchmark_tables_the_effectivity(tmp_path):
@@ -349,3 +343,96 @@ def test_seeds_benchmark_tables_each_seed_and_reuses_completed_runs(tmp_path):
                            env=mpi_env())
     assert again.returncode == 0 and json.loads((tmp_path / "s.json").read_text())["rows"] == rows
     assert (tmp_path / "runs" / "seed0" / "command.json").stat().st_mtime_ns == stamp
+
+
+def _gn_scaling():
+    """benchmarks/gn_scaling.py imported as a module."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gn_scaling
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return gn_scaling
+
+
+def _gn_scaling_model(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/gn_scaling.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=mpi_env())
+
+
+@pytest.mark.parametrize("machine", ["cpu-cluster", "gpu"])
+def test_gn_scaling_projects_every_solver_to_every_rank_count(machine, tmp_path):
+    """--project models the step (no training) for every network, scaling, solver and rank
+    count, with finite times; the replicated Cholesky's factorisation does not shrink with
+    the ranks, ScaLAPACK's does, and the strong scaling's Jacobian shrinks."""
+    out = _gn_scaling_model("--project", "8", "64", "512", "--machine", machine,
+                            "--json", str(tmp_path / "p.json"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    g = _gn_scaling()
+    data = json.loads((tmp_path / "p.json").read_text())
+    ranks = [1, 2, 8, 64, 512]
+    assert data["machine"] == machine and data["ranks"] == ranks
+    rows = data["projection"]
+    blocks = {g.block_key(r) for r in rows}
+    assert blocks == {(n, k, p) for n in g.NETWORKS for k, p in g.PROJECTED}
+    assert out.stdout.count("fastest that fits: ") == len(blocks)
+    parts = ("jacobian", "gram", "reduction", "factorisation", "solve", "trials")
+    for key in blocks:
+        block = [r for r in rows if g.block_key(r) == key]
+        assert sorted((r["solver"], r["ranks"]) for r in block) == sorted(
+            (s, n) for s in g.SOLVERS for n in ranks)
+        for r in block:
+            assert all(math.isfinite(r[p]) and r[p] >= 0 for p in parts)
+            assert r["step_s"] == pytest.approx(sum(r[p] for p in parts)) and r["step_s"] > 0
+            assert r["memory"] >= 0 and r["fits"] == (r["memory"] <= data["rates"]["memory"])
+        if key[1] != "strong":
+            continue
+        by = {s: [r for r in sorted(block, key=lambda r: r["ranks"]) if r["solver"] == s]
+              for s in g.SOLVERS}
+        factor = {s: [r["factorisation"] for r in by[s]] for s in ("cholesky", "scalapack")}
+        assert all(b >= a for a, b in zip(factor["cholesky"], factor["cholesky"][1:]))
+        assert all(b < a for a, b in zip(factor["scalapack"], factor["scalapack"][1:]))
+        for s in ("cholesky", "scalapack", "woodbury"):
+            jac = [r["jacobian"] for r in by[s]]
+            assert all(b < a for a, b in zip(jac, jac[1:]))
+        assert [r["reduction"] for r in by["cholesky"]] == sorted(
+            r["reduction"] for r in by["cholesky"])
+
+
+def test_gn_scaling_checks_the_model_against_a_measurement(tmp_path):
+    """--from-json sets the model (this machine, the run's counts per step) beside each run of
+    a measurement: a measurement equal to the model reads 1.00 per part."""
+    from parallel_ms.training.optimizers.cost_model import MACHINES, Counts, step
+    g = _gn_scaling()
+    p, rows = g.sizes("default", 6000, 2)
+    parts = step("cholesky", p, rows, 2, MACHINES["this"], Counts(trials=3, products=0))
+    measured = {part: sum(parts[k] for k in g.MEASURED_AS[part]) for part in g.PARTS}
+    run = {"solver": "cholesky", "ranks": 2, "points": 6000, "parameters": p,
+           "step_s": sum(parts.values()), **measured, "counts": {"trials": 3, "products": 0}}
+    (tmp_path / "m.json").write_text(json.dumps({"network": "default", "strong": [run]}))
+    out = _gn_scaling_model("--from-json", str(tmp_path / "m.json"),
+                            "--json", str(tmp_path / "c.json"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    (row,) = json.loads((tmp_path / "c.json").read_text())["check"]
+    assert row["counted"] and row["counts"] == {"trials": 3, "products": 0}
+    assert row["model"] == pytest.approx(row["measured"], rel=1e-12)
+    assert "cholesky     2      3" in out.stdout and "1.00" in out.stdout
+
+
+def test_collective_fit_recovers_latency_and_bandwidth():
+    """Link.fit on synthetic all-reduce times (2 ranks, alpha + beta bytes, +-5 % noise)
+    recovers alpha and beta; the model's collectives cost nothing on one rank, and a
+    replicated sum (reduce and broadcast) twice an all-reduce."""
+    import dataclasses
+
+    import numpy as np
+    from parallel_ms.training.optimizers.cost_model import MACHINES, Link
+    sizes = np.array([2.0 ** k for k in range(3, 27)])
+    noise = 1 + 0.05 * np.random.default_rng(0).uniform(-1, 1, len(sizes))
+    fit = Link.fit(list(sizes), list((2e-6 + sizes / 12e9) * noise))
+    assert fit.alpha == pytest.approx(2e-6, rel=0.1) and fit.beta == pytest.approx(1 / 12e9,
+                                                                                 rel=0.05)
+    m = dataclasses.replace(MACHINES["cpu-cluster"], intra=fit, inter=fit)
+    assert m.allreduce(1e6, 2) == pytest.approx(fit.alpha + fit.beta * 1e6)
+    assert m.replicated_sum(1e6, 8) == 2 * m.allreduce(1e6, 8)
+    assert m.allreduce(1e6, 1) == m.alltoall(1e6, 1) == m.panels(10, 1e6, 1) == 0

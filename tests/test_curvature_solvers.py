@@ -131,3 +131,61 @@ def test_scalapack_with_uneven_and_empty_ranks():
     sol = solver.solve(0.1, None, None)
     expected = torch.linalg.solve(gram + 0.1 * torch.eye(params, dtype=torch.float64), -g)
     assert _rel(solver.gradient(), g) < 1e-13 and _rel(sol.x, expected) < 1e-12
+
+
+def _uneven(params, seed):
+    """Every rank's rows (9, 0, 4, ... per rank) of a Jacobian with ``params`` columns and a
+    residual in the last column."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn([9, 0, 4][k % 3], params + 1, generator=gen, dtype=torch.float64)
+            for k in range(WORLD.size)]
+
+
+@pytest.mark.mpi
+def test_collectives_through_torch_distributed_match_those_through_mpi(monkeypatch):
+    """The solvers' collectives by torch.distributed (a GPU's path, NCCL; here gloo on the
+    CPU, named for it in collectives.BACKENDS) and by MPI on the host: the gather and the
+    all-to-all are exact copies of the right rows, the sum the same bits on every rank."""
+    from parallel_ms.training.optimizers import collectives
+    parallel.init("cpu")
+    full = _uneven(6, 7)
+    jac, counts = full[WORLD.rank], [len(rows) for rows in full]
+    vector = torch.randn(5, generator=torch.Generator().manual_seed(WORLD.rank),
+                         dtype=torch.float64)
+
+    def collect():
+        return (collectives.replicated_sum(vector, WORLD),
+                collectives.gather_rows(jac[:, 0], counts, WORLD),
+                collectives.by_columns(jac, counts, WORLD))
+
+    host = collect()
+    monkeypatch.setitem(collectives.BACKENDS, "cpu", "gloo")
+    device = collect()
+    cols = collectives.edges(7, WORLD.size)[WORLD.rank:WORLD.rank + 2]
+    for total, gathered, columns in (host, device):
+        assert np.array_equal(total.numpy(), WORLD.bcast(total.numpy(), root=0))
+        assert torch.equal(gathered, torch.cat(full)[:, 0])
+        assert torch.equal(columns, torch.cat(full)[:, cols[0]:cols[1]])
+    torch.testing.assert_close(device[0], host[0], rtol=0, atol=1e-14)   # the order may differ
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("backend", ["mpi", "torch.distributed"])
+def test_sample_space_step_through_either_path_with_uneven_and_empty_ranks(backend, monkeypatch):
+    """The Woodbury solver's step, its collectives by MPI or by torch.distributed (gloo on
+    the CPU standing in for NCCL): the dense damped Gauss-Newton step, replicated."""
+    from parallel_ms.training.optimizers import collectives
+    parallel.init("cpu")
+    if backend == "torch.distributed":
+        monkeypatch.setitem(collectives.BACKENDS, "cpu", "gloo")
+    params, full = 6, _uneven(6, 5)
+    cfg = config.load(None, SMALL + ["optimizer.gn_solver=woodbury"]).optimizer
+    solver = curvature_solver("woodbury")(
+        cfg, lambda x: collectives.replicated_sum(x, WORLD), 500, WORLD)
+    solver.bind(_Rows(full[WORLD.rank][:, :params], full[WORLD.rank][:, params]))
+    big = torch.cat(full)
+    gram, g = big[:, :params].T @ big[:, :params], big[:, :params].T @ big[:, params]
+    sol = solver.solve(0.1, None, None)
+    expected = torch.linalg.solve(gram + 0.1 * torch.eye(params, dtype=torch.float64), -g)
+    assert _rel(solver.gradient(), g) < 1e-13 and _rel(sol.x, expected) < 1e-12
+    assert np.array_equal(sol.x.numpy(), WORLD.bcast(sol.x.numpy(), root=0))

@@ -8,8 +8,12 @@ of one step (docs/second-order.md §3), each a strategy behind :class:`Curvature
 
 A solver that holds J^T J (``explicit``) re-solves a rejected step with a larger damping at no
 new Jacobian products; a matrix-free one is followed by a backtracking line search along its
-step. New solvers: one class here (or in a file of their own) and one entry in
-:data:`parallel_ms.training.optimizers.registry.CURVATURE_SOLVERS`.
+step. These two and the sample-space solver keep every tensor they build (the Gram matrix or
+kernel, its shifted copy and factor, CG's vectors) on the device and in the dtype of the
+Jacobian and the parameters, and sum over ranks by the ``total`` they are given
+(:func:`.collectives.replicated_sum`: NCCL on a GPU, no host round trip per CG iteration);
+the ScaLAPACK solver is host only. New solvers: one class here (or in a file of their own) and
+one entry in :data:`parallel_ms.training.optimizers.registry.CURVATURE_SOLVERS`.
 """
 from __future__ import annotations
 
@@ -89,8 +93,8 @@ class CurvatureSolver(ABC):
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """Modeled seconds of one step's set-up and one solve (``rows``: this rank's): flops
-        at the rates :data:`RATES` measured for the solver."""
+        """Modeled seconds of one step with this solver on this machine (``rows``: this
+        rank's): :func:`.cost_model.step_seconds` (nan: no model)."""
         return math.nan
 
 
@@ -144,6 +148,13 @@ class ConjugateGradients(CurvatureSolver):
         return conjugate_gradients(lambda p: self.total(lin.vjp(lin.jvp(p))),
                                    self.rhs(damping, momentum), damping, x0, self.cfg.cg_tol,
                                    self.cfg.cg_max_iter)
+
+    @staticmethod
+    def seconds(parameters: float, rows: float, ranks: int) -> float:
+        """Its iterations (products with J and J^T, sums of P) and the line search's trials:
+        :func:`.cost_model.step_seconds`."""
+        from parallel_ms.training.optimizers.cost_model import step_seconds
+        return step_seconds("cg", parameters, rows, ranks)
 
 
 def shifted_cholesky(matrix: torch.Tensor, damping: float) -> torch.Tensor | None:
@@ -209,6 +220,7 @@ class Cholesky(CurvatureSolver):
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """G from the upper block triangle (9/16 of 2 rows P^2), Cholesky P^3 / 3 on every
-        rank."""
-        return (1.125 * rows * parameters ** 2 + parameters ** 3 / 3) / RATES["torch"]
+        """The Jacobian, G (the upper block triangle: 9/16 of 2 rows P^2) and its sum,
+        Cholesky P^3 / 3 on every rank per trial, the trials (:func:`.cost_model.step_seconds`)."""
+        from parallel_ms.training.optimizers.cost_model import step_seconds
+        return step_seconds("cholesky", parameters, rows, ranks)

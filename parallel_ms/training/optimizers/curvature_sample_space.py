@@ -9,10 +9,11 @@ J^T (K + lambda I)^-1, so the damped step with momentum m = mu s' (docs/second-o
 exactly: one Cholesky factorisation of an N x N matrix instead of a P x P one, the cheaper
 exact step where the rows are fewer than the parameters. No rank holds a P x P matrix: the
 explicit Jacobian's rows, sharded over the ranks, are regrouped by parameter columns (one
-MPI all-to-all), each rank forms the kernel of its P / n columns, J[:, c] J[:, c]^T (N^2 P / n
+all-to-all), each rank forms the kernel of its P / n columns, J[:, c] J[:, c]^T (N^2 P / n
 flops), and the partial kernels are summed over the ranks. J m and J^T alpha are products
 with this rank's rows; the row vectors are gathered (allgather) and the parameter vectors
-summed (bitwise equal on every rank), so every replica takes the same step.
+summed (bitwise equal on every rank), so every replica takes the same step. The collectives
+(:mod:`.collectives`) keep the tensors on their device: NCCL on a GPU, MPI on the host.
 """
 from __future__ import annotations
 
@@ -20,50 +21,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
-from parallel_ms.training.optimizers.curvature import (RATES, CurvatureSolver, Momentum,
-                                                       Solution, shifted_cholesky)
+from parallel_ms.training.optimizers.collectives import by_columns, gather_rows
+from parallel_ms.training.optimizers.curvature import (CurvatureSolver, Momentum, Solution,
+                                                       shifted_cholesky)
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
 
 
-def _edges(n: int, parts: int) -> list[int]:
-    """Boundaries of ``parts`` nearly equal consecutive blocks of range(n)."""
-    return [n * k // parts for k in range(parts + 1)]
-
-
 class SampleSpace(CurvatureSolver):
     """The damped Gauss-Newton system solved through the kernel K = J J^T, summed over the
-    ranks from column blocks of J; Cholesky of K + lambda I per damping."""
+    ranks from column blocks of J; Cholesky of K + lambda I per damping. Every tensor stays on
+    the Jacobian's device (the collectives: :mod:`.collectives`)."""
 
     explicit = True
     kernel: torch.Tensor | None = None
-
-    def _gather_rows(self, local: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of an N-vector, gathered in rank order (the same bits on every
-        rank)."""
-        out = np.empty(sum(self.counts))
-        self.comm.Allgatherv(np.ascontiguousarray(local.detach().cpu().numpy()),
-                             [out, self.counts, self.offsets[:-1], MPI.DOUBLE])
-        return torch.from_numpy(out).to(local)
-
-    def _by_columns(self, jac: torch.Tensor) -> torch.Tensor:
-        """J regrouped: every rank's rows of this rank's block of parameter columns (N x P_c),
-        by one all-to-all."""
-        size, rank = self.comm.size, self.comm.rank
-        cols = _edges(jac.shape[1], size)
-        local = jac.detach().cpu().numpy()
-        send = np.concatenate([np.ascontiguousarray(local[:, a:b]).ravel()
-                               for a, b in zip(cols, cols[1:])])
-        send_counts = [local.shape[0] * (b - a) for a, b in zip(cols, cols[1:])]
-        width = cols[rank + 1] - cols[rank]
-        recv = np.empty(sum(self.counts) * width)
-        recv_counts = [n * width for n in self.counts]
-        self.comm.Alltoallv([send, send_counts, np.cumsum([0] + send_counts[:-1]), MPI.DOUBLE],
-                            [recv, recv_counts, np.cumsum([0] + recv_counts[:-1]), MPI.DOUBLE])
-        return torch.from_numpy(recv.reshape(-1, width)).to(jac)
 
     def bind(self, lin: "Linearization") -> None:
         self.kernel = None                                 # the last step's, before the new
@@ -71,7 +44,7 @@ class SampleSpace(CurvatureSolver):
         self.r = torch.cat(list(lin.rows.values()))
         self.counts = self.comm.allgather(len(self.r))
         self.offsets = np.cumsum([0] + self.counts).tolist()
-        columns = self._by_columns(self.jac)
+        columns = by_columns(self.jac, self.counts, self.comm)
         self.kernel = self.total(columns @ columns.T)
         del columns
         self.g = self.total(self.jac.T @ self.r)
@@ -92,7 +65,8 @@ class SampleSpace(CurvatureSolver):
             return None
         m = None if momentum is None else momentum[0] * momentum[1]
         local = self.r if m is None else self.r + self.jac @ m
-        alpha = torch.cholesky_solve(self._gather_rows(local)[:, None], factor)[:, 0]
+        alpha = torch.cholesky_solve(gather_rows(local, self.counts, self.comm)[:, None],
+                                     factor)[:, 0]
         x = -self._jt(alpha) if m is None else m - self._jt(alpha)
         return Solution(x, self.total(self.jac.T @ (self.jac @ x)))
 
@@ -106,6 +80,8 @@ class SampleSpace(CurvatureSolver):
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """The kernel of this rank's columns (2 N^2 P / n), Cholesky N^3 / 3 on every rank."""
-        n = rows * ranks
-        return (2 * n * n * parameters / ranks + n ** 3 / 3) / RATES["torch"]
+        """The Jacobian, the all-to-all, the kernel of this rank's columns (2 N^2 P / n) and
+        its sum, Cholesky N^3 / 3 on every rank per trial, the trials:
+        :func:`.cost_model.step_seconds`."""
+        from parallel_ms.training.optimizers.cost_model import step_seconds
+        return step_seconds("woodbury", parameters, rows, ranks)

@@ -17,6 +17,10 @@ instead of inserting entry by entry; zero rows add exact zeros to J^T J and J^T 
 Vectors the optimizer sees (g, the step x and G x) are replicated: each entry is computed once,
 on the rank that owns it, and copied to every rank (``VecScatter`` to all), so every rank holds
 the same bits and the replicas stay bitwise equal.
+
+Host only: PETSc and ScaLAPACK work on host memory in float64, so on a GPU every step copies the
+Jacobian and the residual to the host, and every solve the right-hand side there and the step
+back to the parameters' device (the other solvers stay on the device: :mod:`.curvature`).
 """
 from __future__ import annotations
 
@@ -27,8 +31,7 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from parallel_ms.training.optimizers.curvature import (RATES, CurvatureSolver, Momentum,
-                                                       Solution)
+from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum, Solution
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -62,7 +65,8 @@ def _destroy(*objects: PETSc.Object | None) -> None:
 class ScaLAPACK(CurvatureSolver):
     """G = J^T J as a ``MATSCALAPACK`` matrix (P^2 / n per rank); Cholesky of G + lambda I by
     ScaLAPACK per solve, on a copy, so that a rejected step is re-solved with a larger lambda
-    without new Jacobian products."""
+    without new Jacobian products. Host only (float64, host memory; on a GPU the Jacobian and
+    the vectors are copied to and from the host)."""
 
     explicit = True
     gram: PETSc.Mat | None = None
@@ -156,5 +160,7 @@ class ScaLAPACK(CurvatureSolver):
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """G by pdgemm (2 rows P^2 per rank), Cholesky P^3 / (3 n) per rank."""
-        return (2 * rows * parameters ** 2 + parameters ** 3 / (3 * ranks)) / RATES["scalapack"]
+        """The Jacobian, its redistribution, G by pdgemm (2 rows P^2 per rank), Cholesky
+        P^3 / (3 n) per rank and trial, the trials: :func:`.cost_model.step_seconds`."""
+        from parallel_ms.training.optimizers.cost_model import step_seconds
+        return step_seconds("scalapack", parameters, rows, ranks)

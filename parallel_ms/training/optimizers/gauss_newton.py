@@ -24,9 +24,11 @@ Gauss-Newton step and averages the others over about 1 / (1 - mu) steps: with fr
 every step, their noise averages out while a consistent drift adds up. A momentum step that
 is not a descent direction of this step's loss, or that the line search rejects, is retried
 without momentum. Every vector that decides anything is summed over ranks bitwise
-identically on every rank (:func:`parallel.allreduce_replicated`), so every rank computes the
-same CG iterates, the same step length, the same accept/reject decision and the same damping:
-the replicas stay bitwise equal without a broadcast of the parameters. Memory: a few
+identically on every rank (:func:`.collectives.replicated_sum`: on the parameters' device,
+through NCCL on a GPU, MPI on the host), so every rank computes the same CG iterates, the same
+step length, the same accept/reject decision and the same damping: the replicas stay bitwise
+equal without a broadcast of the parameters. The step's vectors (the parameters, the step,
+the previous step s') live on the parameters' device; the loss is a host scalar. Memory: a few
 parameter-sized vectors, and what the curvature solver holds.
 """
 from __future__ import annotations
@@ -37,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from mpi4py import MPI
 
-from parallel_ms import parallel
 from parallel_ms.config import OptimizerConfig
 from parallel_ms.training.optimizers.base import Optimizer, StepRecord, flatten, unflatten
+from parallel_ms.training.optimizers.collectives import replicated_sum
 from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum
 
 if TYPE_CHECKING:          # (the objective's modules need Firedrake; this one does not)
@@ -87,7 +89,7 @@ class GaussNewton(Optimizer):
 
     # ---- global quantities (bitwise equal on every rank) -------------------------------
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
-        return parallel.allreduce_replicated(x, self.comm)
+        return replicated_sum(x, self.comm)
 
     def _loss(self, lin: Linearization) -> float:
         local = sum(float(r @ r) for r in lin.rows.values())
@@ -216,6 +218,9 @@ class GaussNewton(Optimizer):
         return {"damping": self.damping, "nu": self.nu, "previous": self.previous}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The checkpoint's state; its previous step (read to the host) on the parameters'
+        device and in their dtype."""
         self.damping, self.nu = state["damping"], state["nu"]
-        self.previous = state.get("previous", state.get("warm"))   # "warm": before momentum
+        previous = state.get("previous", state.get("warm"))       # "warm": before momentum
+        self.previous = None if previous is None else previous.to(self.params[0])
         self.invalidate()

@@ -79,11 +79,16 @@ def choose_curvature_solver(parameters: float, rows: float, ranks: int, itemsize
                             available: float) -> tuple[str, str]:
     """``gn_solver = "auto"``: the exact solver with the smallest modeled time
     (:meth:`~.curvature.CurvatureSolver.seconds`) among those whose memory fits the
-    ``available`` bytes per rank (``rows``: this rank's residual rows), else matrix-free CG;
-    (its name, one line saying why)."""
+    ``available`` bytes per rank (``rows``: this rank's residual rows) and whose library is
+    installed (ScaLAPACK: PETSc; a GPU node may have torch only), else matrix-free CG; (its
+    name, one line saying why)."""
     fits, refused = {}, []
     for name in CURVATURE_SOLVERS:
-        cls = curvature_solver(name)
+        try:
+            cls = curvature_solver(name)
+        except ImportError as err:
+            refused.append(f"{name} not installed ({err.name or err})")
+            continue
         if not cls.exact:
             continue
         need = cls.memory(parameters, rows, itemsize, ranks)
