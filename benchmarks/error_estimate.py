@@ -4,11 +4,12 @@ the error of the corrected answer v + e_h.
 
     .venv/bin/python benchmarks/error_estimate.py [--cases paper-2d paper-1d-eps1_15
         paper-1d-eps0_01] [--methods pinn hybrid] [--seeds 0 1 2] [--cells-per-period 2 4 8]
-        [--ranks 2] [--eval-every 5] [--set KEY=VALUE ...] [--json F]
+        [--ranks 2] [--eval-every 5] [--set KEY=VALUE ...] [--root DIR] [--json F]
 
 Each case trains with its measured Gauss-Newton settings (2D: the embedded default run,
 parallel_ms/configs/default.toml; 1D: jobs/CASE.toml), seeds S for the network and the points,
-as one ``mpiexec -n R`` job (this script with --worker). At every evaluation the true errors
+as one ``mpiexec -n R`` job (this script with --worker), its result kept in --root (a run with
+the same settings there is not repeated). At every evaluation the true errors
 (against the cached reference) and, per estimate mesh, the estimate and its wall time are
 recorded; at the last one also the corrected answer's errors. The table: per case, method and
 mesh, the effectivity index (estimate / true rel. L2) over the evaluations where the true error
@@ -84,18 +85,26 @@ def worker(case: str, method: str, seed: int, cells: list[int], eval_every: int,
 
 
 def launch(case: str, method: str, seed: int, cells: list[int], eval_every: int,
-           sets: list[str], ranks: int) -> dict:
+           sets: list[str], ranks: int, root: Path) -> dict:
+    """The run's result, from ``root`` when a run with the same settings is there."""
+    cmd = ["--cases", case, "--methods", method, "--seeds", str(seed), "--eval-every",
+           str(eval_every), "--cells-per-period", *map(str, cells),
+           *[a for s in sets for a in ("--set", s)]]
+    kept = root / f"{case}-{method}-seed{seed}.json"
+    if kept.exists() and json.loads(kept.read_text()).get("command") == cmd + [str(ranks)]:
+        return json.loads(kept.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
                    OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-        cmd = [os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n", str(ranks),
-               sys.executable, str(HERE / "error_estimate.py"), "--worker", "--cases", case,
-               "--methods", method, "--seeds", str(seed), "--eval-every", str(eval_every),
-               "--cells-per-period", *map(str, cells), "--out", str(out),
-               *[a for s in sets for a in ("--set", s)]]
-        subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        subprocess.run([os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n",
+                        str(ranks), sys.executable, str(HERE / "error_estimate.py"), "--worker",
+                        *cmd, "--out", str(out)],
+                       check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        result = {**json.loads(out.read_text()), "command": cmd + [str(ranks)]}
+    root.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(result))
+    return result
 
 
 def table(runs: list[dict], cells: list[int]) -> list[dict]:
@@ -134,6 +143,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every run (after the case's own)")
+    p.add_argument("--root", type=Path, default=ROOT / "runs" / "error_estimate",
+                   help="where each run's result is kept")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -147,7 +158,7 @@ def main() -> None:
         for method in args.methods:
             for seed in args.seeds:
                 runs.append(launch(case, method, seed, args.cells_per_period, args.eval_every,
-                                   args.set, args.ranks))
+                                   args.set, args.ranks, args.root))
                 last = runs[-1]["evaluations"][-1]
                 print(f"  {case} {method} seed {seed}: last rel. L2 {last['rel_l2']:.3e}, "
                       + ", ".join(f"est({c}) {e['rel_l2']:.3e}"

@@ -1,9 +1,12 @@
 """Reading and writing the run configuration of :mod:`parallel_ms.config`: TOML files,
-``--set key=value`` overrides converted to the annotated types, validation with one-line errors
-naming the key, the value and what is allowed, and the resolved configuration as TOML.
+``--set key=value`` overrides converted to the annotated types, the layers they form over the
+defaults (with the defaults per case and method of :mod:`parallel_ms.case_defaults` under
+them) and where each value comes from, validation with one-line errors naming the key, the
+value and what is allowed, and the resolved configuration as TOML.
 
 Import these through :mod:`parallel_ms.config` (``config.load``, ``config.set_value``,
-``config.validate``, ``config.to_toml``), which re-exports them. The schema (the dataclasses and
+``config.validate``, ``config.to_toml``), which re-exports them; the commands take the layers
+(``layers``, ``build``, ``origins``) from here. The schema (the dataclasses and
 the tables of allowed values) is imported inside the functions that need it, so that either module
 may be imported first."""
 from __future__ import annotations
@@ -122,37 +125,103 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     setattr(obj, f.name, _convert(key, value, hints[f.name]))
 
 
-def load(path: Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then a TOML file, then ``key=value`` overrides; validated."""
-    from parallel_ms.config import Config
-    from parallel_ms.training.optimizers.registry import spec
-    cfg = Config()
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"config file '{path}' does not exist", collective=True) from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"config file '{path}' cannot be read "
-                            f"({getattr(err, 'strerror', None) or err})", collective=True) from None
-        except tomllib.TOMLDecodeError as err:
-            raise UserError(f"config file '{path}' is not valid TOML: {err}",
-                            collective=True) from None
-        for section, values in data.items():
-            if not isinstance(values, dict):
-                raise UserError(f"config key '{section}' is unknown (expected [section] tables)",
-                                collective=True)
-            for name, value in values.items():
-                set_value(cfg, f"{section}.{name}", value)
+#: the defaults per case and method under a configuration: the measured training, the paper's
+#: settings, or none
+CaseLayer = typing.Literal["measured", "paper", None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One source of settings: where they come from (``config --explain`` prints it) and
+    ``section.key`` -> value (a TOML value or ``--set`` text)."""
+    origin: str
+    values: dict[str, Any]
+
+
+def _file_layer(path: Path) -> Layer:
+    """The settings of a TOML file, one line for a missing, unreadable or invalid one."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file '{path}' does not exist", collective=True) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"config file '{path}' cannot be read "
+                        f"({getattr(err, 'strerror', None) or err})", collective=True) from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config file '{path}' is not valid TOML: {err}",
+                        collective=True) from None
+    values = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise UserError(f"config key '{section}' is unknown (expected [section] tables)",
+                            collective=True)
+        values.update({f"{section}.{name}": value for name, value in table.items()})
+    return Layer(f"file ({path})", values)
+
+
+def _override_layer(overrides: typing.Iterable[str]) -> Layer:
+    """The ``key=value`` overrides of the command line (``--set`` and its shortcuts)."""
+    values = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set '{item}' (allowed: section.key=value)", collective=True)
-        set_value(cfg, key.strip(), value.strip())
+        values[key.strip()] = value.strip()
+    return Layer("command line", values)
+
+
+def _apply(cfg: Config, sources: typing.Iterable[Layer]) -> Config:
+    for layer in sources:
+        for key, value in layer.values.items():
+            set_value(cfg, key, value)
+    return cfg
+
+
+def layers(path: Path | None = None, overrides: typing.Iterable[str] = (),
+           case_layer: CaseLayer = None) -> list[Layer]:
+    """The sources of a configuration, later ones winning: the defaults per case and method
+    (:mod:`parallel_ms.case_defaults`: ``case_layer = "measured"`` or ``"paper"``; None: none)
+    for the case and method that the file and the overrides resolve to, a TOML file, the
+    overrides. Config's defaults lie under them all."""
+    from parallel_ms.case_defaults import case_defaults
+    from parallel_ms.config import Config
+    given = ([_file_layer(path)] if path is not None else []) + [_override_layer(overrides)]
+    if case_layer is None:
+        return given
+    probe = _apply(Config(), given)
+    origin, values = case_defaults(probe.problem.case, probe.train.method,
+                                   paper=case_layer == "paper")
+    return [Layer(origin, values), *given]
+
+
+def build(sources: typing.Iterable[Layer]) -> Config:
+    """Config's defaults, then the layers ``sources`` in order; validated,
+    ``network.dtype = "auto"`` resolved."""
+    from parallel_ms.config import Config
+    from parallel_ms.training.optimizers.registry import spec
+    cfg = _apply(Config(), sources)
     validate(cfg)
     if cfg.network.dtype == "auto":
         cfg.network.dtype = "float64" if spec(cfg.optimizer.kind).second_order else "float32"
     return cfg
+
+
+def origins(sources: typing.Iterable[Layer]) -> dict[str, str]:
+    """``section.key`` -> where its value comes from: the last of the layers ``sources`` that
+    sets it (the others: ``default``)."""
+    from parallel_ms.config import Config
+    found = {f"{section}.{name}": "default"
+             for section, values in Config().to_dict().items() for name in values}
+    for layer in sources:
+        found.update(dict.fromkeys(layer.values, layer.origin))
+    return found
+
+
+def load(path: Path | None = None, overrides: typing.Iterable[str] = (),
+         case_layer: CaseLayer = None) -> Config:
+    """Defaults, then the defaults per case and method (``case_layer``, see :func:`layers`),
+    then a TOML file, then ``key=value`` overrides; validated."""
+    return build(layers(path, overrides, case_layer))
 
 
 def validate(cfg: Config) -> None:
@@ -208,19 +277,22 @@ def validate(cfg: Config) -> None:
                      f"'isotropic' for the {problem.dim}D case '{problem.name}'")
 
 
-def to_toml(cfg: Config) -> str:
-    """The resolved configuration as TOML (None values are written as comments)."""
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def to_toml(cfg: Config, origins: dict[str, str] | None = None) -> str:
+    """The resolved configuration as TOML (None values are written as comments); with
+    ``origins`` (:func:`origins`), each line ends with a comment naming where its value comes
+    from."""
     lines = []
     for section, values in cfg.to_dict().items():
         lines.append(f"[{section}]")
         for k, v in values.items():
-            if v is None:
-                lines.append(f"# {k} = (default)")
-            elif isinstance(v, bool):
-                lines.append(f"{k} = {str(v).lower()}")
-            elif isinstance(v, str):
-                lines.append(f'{k} = "{v}"')
-            else:
-                lines.append(f"{k} = {v!r}")
+            line = f"# {k} = (default)" if v is None else f"{k} = {_toml_value(v)}"
+            lines.append(line if origins is None
+                         else f"{line:<40}  # {origins[f'{section}.{k}']}")
         lines.append("")
     return "\n".join(lines)

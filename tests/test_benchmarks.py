@@ -313,7 +313,7 @@ def test_error_estimate_benchmark_tables_the_effectivity(tmp_path):
                           "--set", "train.steps=4", "--set", "problem.eps=0.5",
                           "--set", "sampling.interior=400", "--set", "network.width=8",
                           "--set", f"reference.cache_dir={tmp_path}",
-                          "--json", str(tmp_path / "e.json")],
+                          "--root", str(tmp_path / "runs"), "--json", str(tmp_path / "e.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=mpi_env())
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads((tmp_path / "e.json").read_text())

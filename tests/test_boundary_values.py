@@ -106,7 +106,10 @@ def _attempt(key: str, text: str, tmp_path, monkeypatch) -> str:
     except UserError as err:
         _one_line(err, key, "estimated memory")
         return "refused"
-    args = build_parser().parse_args(["run", *[a for o in overrides for a in ("--set", o)]])
+    empty = tmp_path / "empty.toml"       # a file: Config's defaults, no case defaults
+    empty.write_text("")
+    args = build_parser().parse_args(["run", "--config", str(empty),
+                                      *[a for o in overrides for a in ("--set", o)]])
     try:
         summary = _short_run(args, monkeypatch)
     except UserError as err:       # refused later (a divergence, a mesh too coarse, ...)
@@ -163,7 +166,10 @@ def _options() -> list[tuple[str, str]]:
 OPTION_CASES = [(cmd, opt, extra) for cmd, opt, extra in [
     *[(cmd, f"--{flag}", []) for cmd in ("run", "config", "gradcheck")
       for flag in ("config", "set", *SHORTCUTS)],
+    *[(cmd, flag, []) for cmd in ("run", "config", "gradcheck")
+      for flag in ("--paper", "--debug")],
     ("run", "--resume", []), ("info", "--device", []), ("config", "--reference", []),
+    ("config", "--explain", []), ("reference", "--debug", ["--case", "paper-1d-eps1_15"]),
     *[("reference", opt, ["--case", "paper-1d-eps1_15"]) for opt in (
         "--eps", "--degree", "--resolution", "--solver", "--tensor", "--blocks",
         "--homogenized", "--out", "--cache-dir", "--no-cache", "--memory-per-rank")],
@@ -203,7 +209,8 @@ def test_every_option_at_its_boundary_values(cmd, opt, extra, capsys, tmp_path_f
     tmp = COMM.bcast(tmp_path_factory.mktemp("opt") if COMM.rank == 0 else None, root=0)
     monkeypatch.chdir(tmp)
     for label, text in VALUES.items():
-        flag_only = opt in ("--tensor", "--homogenized", "--no-cache", "--reference")
+        flag_only = opt in ("--tensor", "--homogenized", "--no-cache", "--reference",
+                            "--paper", "--debug", "--explain")
         where = ["--cache-dir", str(tmp / "ref")] if cmd == "reference" else []
         argv = [cmd, *where, *extra, opt] + ([] if flag_only else [text])
         if opt == "--set":

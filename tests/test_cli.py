@@ -147,3 +147,168 @@ def test_user_case_failing_at_import_or_returning_no_problem_is_one_line(tmp_pat
     case, err = _config_case(tmp_path, source, name)
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"case '{case}:{name}' {message}" in err
+
+
+# Defaults per case and method (parallel_ms/case_defaults.py): without --config, the case's
+# measured Gauss-Newton training for the method stands in for the file; --paper the paper's.
+
+def _resolved(*argv: str):
+    """The configuration that ``run ARGV`` resolves to, and its layers."""
+    from parallel_ms.__main__ import build_parser
+    from parallel_ms.commands import options
+    from parallel_ms.config_io import build
+    layers = options.layers(build_parser().parse_args(["run", *argv]))
+    return build(layers), layers
+
+
+def _in_effect(cfg):
+    """``cfg`` as TOML, with ``coarse.cells`` as in effect (None means the dimension's default)."""
+    from parallel_ms import config
+    from parallel_ms.problems import get_case
+    dim = get_case(cfg.problem.case).dim
+    cfg.coarse.cells = cfg.coarse.cells or config.DEFAULT_COARSE_CELLS[dim]
+    return config.to_toml(cfg)
+
+
+def test_case_defaults_lie_under_the_file_and_the_overrides(tmp_path):
+    from parallel_ms import config
+    path = tmp_path / "partial.toml"
+    path.write_text('[problem]\ncase = "paper-1d-eps0_01"\n[train]\nmethod = "hybrid"\n'
+                    'steps = 7\n[network]\nwidth = 20\n')
+    cfg = config.load(path, ["train.steps=9"], case_layer="measured")
+    assert (cfg.network.kind, cfg.network.harmonics, cfg.coupling.continuation) == (
+        "two-scale", 2, 0.5)                         # case default (the file's case, method)
+    assert (cfg.network.width, cfg.train.steps) == (20, 9)   # file over case, --set over file
+    cfg, _ = _resolved("--case", "paper-1d-eps0_01", "--method", "hybrid", "--steps", "9",
+                       "--set", "network.width=20")
+    assert (cfg.network.kind, cfg.network.width, cfg.train.steps) == ("two-scale", 20, 9)
+    cfg, _ = _resolved("--config", str(path))        # the command line: none under a file
+    assert (cfg.network.kind, cfg.optimizer.kind, cfg.network.width) == ("msff", "adam", 20)
+
+
+def test_run_case_and_method_without_a_file_resolve_to_gauss_newton():
+    cfg, _ = _resolved("--case", "paper-1d-eps0_01", "--method", "hybrid")
+    assert (cfg.optimizer.kind, cfg.network.dtype, cfg.network.kind, cfg.train.method,
+            cfg.coupling.continuation, cfg.sampling.interior, cfg.train.steps) == (
+        "gauss-newton", "float64", "two-scale", "hybrid", 0.5, 4000, 40)
+
+
+def test_paper_gives_the_papers_adam_settings():
+    from parallel_ms import config
+    from parallel_ms.errors import UserError
+    cfg, _ = _resolved("--case", "paper-1d-eps0_01", "--paper")
+    assert (cfg.optimizer.kind, cfg.network.dtype, cfg.network.kind, cfg.network.width,
+            cfg.sampling.interior, cfg.train.steps) == ("adam", "float32", "msff", 128, 5000,
+                                                        8000)
+    cfg, _ = _resolved("--case", "locally-periodic-1d", "--paper")   # no adam file: Config()
+    default = config.Config()
+    assert (cfg.optimizer.kind, cfg.train.steps) == (default.optimizer.kind,
+                                                     default.train.steps)
+    with pytest.raises(UserError, match=r"^--paper with the config file 'x.toml' \(allowed"):
+        _resolved("--config", "x.toml", "--paper")
+
+
+@pytest.mark.parametrize("job,argv", [
+    ("paper-2d.toml", ["--case", "paper-2d", "--method", "pinn"]),
+    ("paper-1d-eps0_01.toml", ["--case", "paper-1d-eps0_01"]),
+    ("paper-1d-eps1_15.toml", ["--case", "paper-1d-eps1_15"]),
+    ("paper-2d-adam.toml", ["--case", "paper-2d", "--method", "hybrid", "--paper"]),
+    ("paper-1d-eps0_01-adam.toml", ["--case", "paper-1d-eps0_01", "--paper"]),
+    ("paper-1d-eps1_15-adam.toml", ["--case", "paper-1d-eps1_15", "--paper"])])
+def test_the_table_holds_the_job_files_settings(job, argv):
+    """The table and the job files measure one thing; the job files resolve as before."""
+    from parallel_ms import config
+    from conftest import ROOT
+    cfg, _ = _resolved(*argv)
+    assert _in_effect(cfg) == _in_effect(config.load(ROOT / "jobs" / job))
+    as_file, _ = _resolved("--config", str(ROOT / "jobs" / job))
+    assert config.to_toml(as_file) == config.to_toml(config.load(ROOT / "jobs" / job))
+
+
+def test_every_built_in_case_has_defaults_for_both_methods():
+    from parallel_ms.case_defaults import MEASURED, STARTS_FROM
+    from parallel_ms.problems import CASES, get_case
+    assert set(CASES) == set(MEASURED) | set(STARTS_FROM)
+    assert all(get_case(case).dim == get_case(paper).dim for case, paper in STARTS_FROM.items())
+    assert all(set(methods) == {"pinn", "hybrid"} for methods in MEASURED.values())
+
+
+def test_the_embedded_default_run_is_unchanged():
+    """parallel_ms/configs/default.toml resolves as measured (docs/usage.md), with or without
+    the case layer, and ``run --case paper-2d --method hybrid`` is the same run."""
+    from parallel_ms import config
+    from parallel_ms.__main__ import DEFAULT_RUN
+    cfg, _ = _resolved("--config", str(DEFAULT_RUN))
+    got = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in (
+        "problem.case", "train.method", "optimizer.kind", "optimizer.gn_momentum",
+        "network.kind", "network.width", "network.depth", "network.features",
+        "network.hard_bc", "network.dtype", "sampling.interior", "sampling.boundary",
+        "sampling.resample_every", "coupling.continuation", "coarse.cells", "train.steps",
+        "train.eval_every", "train.log_every")}
+    assert got == {"problem.case": "paper-2d", "train.method": "hybrid",
+                   "optimizer.kind": "gauss-newton", "optimizer.gn_momentum": 0.0,
+                   "network.kind": "msff", "network.width": 48, "network.depth": 2,
+                   "network.features": 24, "network.hard_bc": True, "network.dtype": "float64",
+                   "sampling.interior": 6000, "sampling.boundary": 800,
+                   "sampling.resample_every": 1, "coupling.continuation": 0.5,
+                   "coarse.cells": None, "train.steps": 40, "train.eval_every": 20,
+                   "train.log_every": 1}
+    assert config.to_toml(cfg) == config.to_toml(config.load(DEFAULT_RUN))
+    by_case, _ = _resolved("--case", "paper-2d", "--method", "hybrid")
+    assert config.to_toml(by_case) == config.to_toml(cfg)
+
+
+def test_config_explain_names_where_each_value_comes_from(tmp_path):
+    path = tmp_path / "f.toml"
+    path.write_text("[train]\nsteps = 7\n")
+    out = _py(["-m", "parallel_ms", "config", "--explain", "--case", "paper-1d-eps0_01",
+               "--method", "hybrid", "--set", "network.width=20"])
+    assert out.returncode == 0, out.stderr
+    origin = {line.split(" = ")[0]: line.rsplit("# ", 1)[1]
+              for line in out.stdout.splitlines() if " = " in line and not line.startswith("#")}
+    assert origin["width"] == "command line" and origin["depth"] == "default"
+    assert origin["kind"] == "case default (paper-1d-eps0_01, hybrid)"    # network.kind
+    assert origin["continuation"] == "case default (paper-1d-eps0_01, hybrid)"
+    plain = _py(["-m", "parallel_ms", "config", "--case", "paper-1d-eps0_01", "--method",
+                 "hybrid", "--set", "network.width=20"])
+    assert [line.split("  # ")[0].rstrip() for line in out.stdout.splitlines()] == \
+        plain.stdout.splitlines()                    # the same TOML, with the origins
+    out = _py(["-m", "parallel_ms", "config", "--explain", "--config", str(path)])
+    assert "steps = 7" in out.stdout and f"# file ({path})" in out.stdout
+    assert "case default" not in out.stdout
+    out = _py(["-m", "parallel_ms", "config", "--explain", "--case", "paper-2d", "--paper"])
+    assert "steps = 80000" in out.stdout and "# paper (--paper)" in out.stdout
+
+
+@pytest.mark.parametrize("argv", [["--case", "paper-1d-eps0_01", "--paper"],
+                                  ["--case", "paper-1d-eps0_01", "--method", "hybrid"],
+                                  ["--case", "high-contrast-2d", "--optimizer", "adam"]])
+def test_resume_keeps_the_saved_configuration(tmp_path, argv):
+    """A resumed run reads its complete config.toml: the case layer changes no value of it
+    (here: Adam settings saved for a case whose defaults are Gauss-Newton, and the reverse)."""
+    from parallel_ms import config
+    from parallel_ms.__main__ import build_parser
+    from parallel_ms.commands.run import _resume_config
+    saved, _ = _resolved(*argv, "--set", f"output.root={tmp_path}", "--set", "output.name=r")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.toml").write_text(config.to_toml(saved))
+    args = build_parser().parse_args(["run", "--resume", str(tmp_path / "r")])
+    assert config.to_toml(_resume_config(args)) == config.to_toml(saved)
+
+
+@pytest.mark.slow
+def test_the_1d_hybrid_default_reaches_1e_3_on_two_ranks(mpiexec, tmp_path):
+    """``run --case paper-1d-eps0_01 --method hybrid`` and nothing else: rel. L2 <= 1e-3 (the
+    issue's target: also under 3 minutes wall on 2 cores, measured when the machine is not
+    shared)."""
+    import json
+    import time
+    start = time.monotonic()
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-1d-eps0_01", "--method",
+                      "hybrid", "--set", f"output.root={tmp_path}", "--set", "output.name=r"],
+                  timeout=900)
+    wall = time.monotonic() - start
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    print(f"rel. L2 {summary['rel_l2']:.3e}, wall {wall:.0f} s")
+    assert summary["rel_l2"] <= 1e-3, summary

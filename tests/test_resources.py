@@ -25,7 +25,8 @@ def _cli(*args):
     (["reference", "--case", "paper-2d", "--eps", "1e-6"], "--resolution or --eps"),
     (["run", "--points", "1e10"], "sampling.interior"),
     (["run", "--set", "coarse.cells=100000"], "coarse.cells"),
-    (["run", "--optimizer", "gauss-newton", "--set", "optimizer.gn_solver=cholesky"],
+    (["run", "--paper", "--optimizer", "gauss-newton", "--set",
+      "optimizer.gn_solver=cholesky"],
      "optimizer.gn_solver"),
 ])
 def test_what_does_not_fit_is_refused_in_one_line(args, setting, tmp_path):

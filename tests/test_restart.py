@@ -35,10 +35,10 @@ def _network(path):
 
 
 @pytest.mark.parametrize("extra", [
-    ["--method", "hybrid", "--case", "paper-2d"],
-    ["--case", "paper-1d-eps1_15", "--eps", "0.5", "--optimizer", "lbfgs",
+    ["--paper", "--method", "hybrid", "--case", "paper-2d"],
+    ["--paper", "--case", "paper-1d-eps1_15", "--eps", "0.5", "--optimizer", "lbfgs",
      "--set", "optimizer.lbfgs_max_iter=4"],
-    ["--method", "hybrid", "--case", "paper-2d", "--optimizer", "adam-gauss-newton",
+    ["--paper", "--method", "hybrid", "--case", "paper-2d", "--optimizer", "adam-gauss-newton",
      "--set", "optimizer.gn_warmup=2", "--set", "optimizer.gn_solver=cg",
      "--set", "sampling.resample_every=3", "--set", "optimizer.gn_momentum=0.5"],
 ], ids=["hybrid-adam", "pinn-lbfgs", "hybrid-adam-gauss-newton"])

@@ -53,7 +53,7 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
 
 def test_diverging_run_stops_with_one_line(mpiexec, tmp_path):
     # three good steps, then the learning rate jumps to 1e27 (decay 1e30 every 3 steps)
-    out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-2d", "--steps", "50",
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--paper", "--case", "paper-2d", "--steps", "50",
                       "--set", "optimizer.decay=1e30", "--set", "optimizer.decay_every=3",
                       "--set", "optimizer.lr=1e-3", "--set", "balancing.enabled=false",
                       "--set", f"output.root={tmp_path}", "--set", "output.name=d",

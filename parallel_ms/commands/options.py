@@ -7,8 +7,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from parallel_ms import config
-from parallel_ms.errors import DEBUG_ENV, enable_debug
+from parallel_ms import config, config_io
+from parallel_ms.errors import DEBUG_ENV, UserError, enable_debug
 
 #: shortcut flag -> the configuration keys it sets (``--seed`` seeds the network's
 #: initialisation and the collocation points alike: one seed, one run)
@@ -60,7 +60,12 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=path, default=None, help="TOML file (sections as in "
-                   "'python -m parallel_ms config')")
+                   "'python -m parallel_ms config'); without it the case's measured "
+                   "Gauss-Newton training for the method stands in for it (docs/usage.md)")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's first-order settings for the case (Adam, as in "
+                        "jobs/*-adam.toml) instead of its measured Gauss-Newton training; "
+                        "not with --config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set optimizer.lr=1e-3 (repeatable)")
     for flag, keys in SHORTCUTS.items():
@@ -69,8 +74,25 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     add_debug_option(p)
 
 
-def resolve(args: argparse.Namespace) -> config.Config:
+def _case_layer(args: argparse.Namespace) -> config_io.CaseLayer:
+    """The defaults per case and method that stand in for a missing ``--config`` file: the
+    paper's with ``--paper``, else the measured training. Under a file there are none: a file
+    (a job file, a run directory's config.toml) means what it says over Config's defaults."""
+    if args.config is None:
+        return "paper" if args.paper else "measured"
+    if args.paper:
+        raise UserError(f"--paper with the config file '{args.config}' (allowed: --paper "
+                        f"without --config or --resume)", collective=True)
+    return None
+
+
+def layers(args: argparse.Namespace) -> list[config_io.Layer]:
+    """The sources of the run configuration that ``args`` give, later ones winning."""
     overrides = list(args.set)
     overrides += [f"{key}={getattr(args, flag)}" for flag, keys in SHORTCUTS.items()
                   for key in keys if getattr(args, flag, None) is not None]
-    return config.load(args.config, overrides)
+    return config_io.layers(args.config, overrides, _case_layer(args))
+
+
+def resolve(args: argparse.Namespace) -> config.Config:
+    return config_io.build(layers(args))

@@ -1,0 +1,80 @@
+"""Defaults per case and method: the settings that stand in for a ``--config`` file when a
+command is given none (``run --case NAME --method METHOD``).
+
+Two tables, each holding only the keys that differ from :class:`parallel_ms.config.Config`'s
+defaults (which are the paper's first-order Adam settings):
+
+* :data:`MEASURED`: the measured Gauss–Newton training of each of the paper's cases, per method
+  (docs/results.md §4.3; ``parallel_ms/configs/default.toml`` and ``jobs/paper-*.toml`` hold the
+  same settings as files, and a test keeps them equal); the other built-in cases start from the
+  paper case of their dimension (:data:`STARTS_FROM`), not yet measured to meet a target;
+* :data:`PAPER`: the paper's first-order Adam settings per case (``--paper``;
+  ``jobs/*-adam.toml``); a case not listed uses Config's defaults.
+
+A user case (``FILE.py:NAME``) has no entry: Config's defaults."""
+from __future__ import annotations
+
+from typing import Any
+
+#: ``section.key`` -> value, as in a TOML file
+Settings = dict[str, Any]
+
+#: 1D Gauss–Newton (Levenberg–Marquardt, explicit J^T J, float64): 4,000 fixed points, 40 steps
+_GN_1D: Settings = {"sampling.interior": 4000, "optimizer.kind": "gauss-newton",
+                    "train.steps": 40, "train.eval_every": 5, "train.log_every": 1}
+#: the hybrid method in 1D: tau_2 decays to 0 over the second half of the steps (without it the
+#: consistency gap of the upscaled coarse problem stays: 5.3e-2 for eps = 0.01)
+_HYBRID_1D: Settings = {"coupling.continuation": 0.5}
+#: 2D Gauss–Newton: 2 x 48 tanh, 24 features per map (4,801 parameters), hard boundary
+#: condition, 6,000 fresh interior points every step
+_GN_2D: Settings = {"network.width": 48, "network.features": 24, "network.hard_bc": True,
+                    "sampling.interior": 6000, "sampling.boundary": 800,
+                    "sampling.resample_every": 1, "optimizer.kind": "gauss-newton",
+                    "train.log_every": 1}
+#: eps = 0.01: the two-scale network N_0(x) + eps N_1(x, x/eps) (2 x 32 tanh each, harmonics
+#: 1-2: 2,434 parameters), soft boundary condition (jobs/paper-1d-eps0_01.toml)
+_GN_1D_TWO_SCALE: Settings = {**_GN_1D, "network.kind": "two-scale", "network.width": 32,
+                              "network.harmonics": 2}
+#: eps = 1/15: Ms-FF 2 x 32 tanh, 16 features per map (2,177 parameters), hard boundary
+#: condition (jobs/paper-1d-eps1_15.toml)
+_GN_1D_MSFF: Settings = {**_GN_1D, "network.width": 32, "network.features": 16,
+                         "network.hard_bc": True}
+
+#: case -> method -> the measured Gauss–Newton training
+MEASURED: dict[str, dict[str, Settings]] = {
+    "paper-2d": {   # pinn: jobs/paper-2d.toml; hybrid: the embedded default run
+        "pinn": {**_GN_2D, "optimizer.gn_momentum": 0.9, "train.steps": 250,
+                 "train.eval_every": 10, "output.checkpoint_every": 10},
+        "hybrid": {**_GN_2D, "coupling.continuation": 0.5, "train.steps": 40,
+                   "train.eval_every": 20}},
+    "paper-1d-eps0_01": {"pinn": _GN_1D_TWO_SCALE, "hybrid": {**_GN_1D_TWO_SCALE, **_HYBRID_1D}},
+    "paper-1d-eps1_15": {"pinn": _GN_1D_MSFF, "hybrid": {**_GN_1D_MSFF, **_HYBRID_1D}},
+}
+
+#: built-in case without a measured training -> the paper case whose training it starts from
+#: (1D: the Ms-FF network, which assumes no periodic structure)
+STARTS_FROM: dict[str, str] = {
+    "locally-periodic-1d": "paper-1d-eps1_15", "quasi-periodic-1d": "paper-1d-eps1_15",
+    "high-contrast-1d": "paper-1d-eps1_15", "locally-periodic-2d": "paper-2d",
+    "quasi-periodic-2d": "paper-2d", "high-contrast-2d": "paper-2d"}
+
+#: case -> the paper's first-order Adam settings (paper 000 §4.4; jobs/*-adam.toml)
+PAPER: dict[str, Settings] = {
+    "paper-1d-eps0_01": {"network.hard_bc": True, "sampling.interior": 5000,
+                         "train.steps": 8000, "train.eval_every": 1000, "train.log_every": 500},
+    "paper-1d-eps1_15": {"network.hard_bc": True, "sampling.interior": 2000,
+                         "train.steps": 20000, "train.eval_every": 1000,
+                         "train.log_every": 500},
+    "paper-2d": {"train.steps": 80000, "train.eval_every": 5000, "train.log_every": 1000,
+                 "output.checkpoint_every": 1000},
+}
+
+
+def case_defaults(case: str, method: str, paper: bool = False) -> tuple[str, Settings]:
+    """Where the settings come from (as ``config --explain`` names it) and the settings for
+    ``case`` and ``method``: the paper's Adam settings with ``paper``, else the measured
+    training."""
+    if paper:
+        return "paper (--paper)", PAPER.get(case, {})
+    measured = MEASURED.get(STARTS_FROM.get(case, case), {})
+    return f"case default ({case}, {method})", measured.get(method, {})
