@@ -131,6 +131,10 @@ class TrainConfig:
     method: str = "pinn"            #: pinn | hybrid (Algorithm 3.1)
     steps: int = 1000               #: training steps (a resumed run continues to this step)
     eval_every: int = 100           #: relative L2/H1 against the reference every N steps
+    best_by: str = "estimate"       #: the best iterate (reported, written, resumed from):
+                                    #: estimate (smallest estimated rel. L2 error, every
+                                    #: estimate.every steps) | loss (smallest fine-problem
+                                    #: loss (3.24), the paper's rule)
     log_every: int = 100            #: steps between progress lines
 
 
@@ -146,8 +150,9 @@ class EstimateConfig:
     enabled: bool = True            #: estimate the error without the reference at every
                                     #: evaluation: the Galerkin projection e_h of the error
                                     #: (docs/usage.md); v + e_h is the corrected answer
-    cells_per_period: int = 8       #: ... its mesh: cells per shortest period of K_eps
+    cells_per_period: int = 4       #: ... its mesh: cells per shortest period of K_eps
     degree: int = 2                 #: ... its P_degree elements
+    every: int = 5                  #: ... every N steps (and at the last)
 
 
 @dataclass
@@ -209,6 +214,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer.kind": tuple(OPTIMIZERS),            # the optimizer registry's names
     "optimizer.gn_solver": (AUTO, *CURVATURE_SOLVERS),
     "train.method": ("pinn", "hybrid"),
+    "train.best_by": ("estimate", "loss"),
     "coarse.partitioner": ("simple", "ptscotch", "parmetis"),
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
@@ -223,7 +229,7 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
             "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
             "loss.weak_cells", "reference.resolution", "coupling.delta",
-            "estimate.cells_per_period",
+            "estimate.cells_per_period", "estimate.every",
             "coupling.refresh_every")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",

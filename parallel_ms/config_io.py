@@ -263,6 +263,8 @@ def validate(cfg: Config) -> None:
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
+    if cfg.train.best_by == "estimate" and not cfg.estimate.enabled:
+        raise _error("train.best_by", cfg.train.best_by, "'loss' when estimate.enabled = false")
     for key, degree in (("reference.degree", cfg.reference.degree),
                         ("estimate.degree", cfg.estimate.degree)):
         if degree not in (1, 2):

@@ -158,11 +158,11 @@ def test_best_iterate_has_the_smallest_fine_loss_with_its_boundary_term():
     cfg = config.load(None, [
         "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "train.steps=30",
         "sampling.interior=200", "network.width=16", "network.features=8", "coarse.cells=20",
-        "loss.tau1=100", "train.eval_every=30", "reference.degree=1"])
+        "loss.tau1=100", "train.eval_every=30", "reference.degree=1", "train.best_by=loss"])
     trainer = Trainer(cfg, parallel.init("cpu"))
     result = trainer.run()
     fine = [row["residual"] + row["boundary"] for row in result.history]
-    assert result.best_loss == min(fine)
+    assert result.best_criterion == min(fine)
     assert result.best_step == 1 + int(np.argmin(fine))
     r, b = (result.history[result.best_step - 1][n] for n in ("residual", "boundary"))
     assert b > 0
@@ -186,3 +186,23 @@ def test_job_files_and_the_default_run_load_and_build(path):
     net = build_network(cfg.network, problem)
     assert sum(p.numel() for p in net.parameters()) == resources.parameter_count(
         cfg, problem.dim, 1)
+
+
+def test_best_iterate_by_the_estimate_is_the_smallest_estimated_error():
+    """train.best_by = estimate (the default): the best iterate is the step, among those
+    estimated (every estimate.every and the last), with the smallest estimated rel. L2 error;
+    its reported errors are that iterate's."""
+    from parallel_ms.training.loop import Trainer
+    cfg = config.load(None, [
+        "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "train.steps=12",
+        "sampling.interior=200", "network.width=16", "network.features=8", "coarse.cells=20",
+        "train.eval_every=1", "estimate.every=4", "reference.degree=1"])
+    result = Trainer(cfg, parallel.init("cpu")).run()
+    estimated = {row["step"]: row["estimated_rel_l2"] for row in result.history
+                 if "estimated_rel_l2" in row}
+    assert sorted(estimated) == [4, 8, 12]
+    assert result.best_step == min(estimated, key=estimated.get)
+    assert result.best_criterion == min(estimated.values())
+    best = next(row for row in result.history if row["step"] == result.best_step)
+    assert result.rel_l2 == best["rel_l2"]
+    assert result.estimate["estimated_rel_l2"] == pytest.approx(best["estimated_rel_l2"])

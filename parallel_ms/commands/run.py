@@ -18,9 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "L2/H1 errors",
                        description="Train a (multiscale Fourier-feature) PINN, plain or hybrid "
                                    "(Algorithm 3.1), on a case, data parallel over the MPI "
-                                   "ranks; the errors reported are those of the iterate with "
-                                   "the smallest fine-problem loss (3.24: residual + tau_1 "
-                                   "boundary term). SIGTERM/SIGUSR1 checkpoint "
+                                   "ranks; the errors reported are those of the best iterate "
+                                   "(train.best_by: the smallest estimated rel. L2 error, or "
+                                   "fine-problem loss (3.24)). SIGTERM/SIGUSR1 checkpoint "
                                    "after the current step and exit 0.")
     add_config_options(p)
     p.add_argument("--resume", type=path, default=None, metavar="RUN_DIR",
@@ -113,7 +113,8 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
     run_dir.update(
         method=cfg.train.method, case=trainer.s.problem.name, device=str(ctx.device),
         steps=result.steps, wall_time_s=result.wall_time, best_step=result.best_step,
-        best_loss=result.best_loss, rel_l2=result.rel_l2, rel_h1=result.rel_h1,
+        best_by=cfg.train.best_by, best_criterion=result.best_criterion,
+        rel_l2=result.rel_l2, rel_h1=result.rel_h1,
         k11_best=result.k11_best, k11_end=last.get("k11"), **result.estimate)
     if result.preempted:
         run_dir.update("preempted", reason=f"{preemption.name} received")
@@ -126,8 +127,9 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
         parallel.print0(f"nothing to do: the run is at step {result.steps} and train.steps = "
                         f"{cfg.train.steps} (extend it with --set train.steps=N)")
         return 0
+    criterion = "estimated rel. L2" if cfg.train.best_by == "estimate" else "fine loss"
     parallel.print0(f"done: {result.steps} steps in {result.wall_time:.1f} s; best iterate "
-                    f"(smallest fine loss {result.best_loss:.4e}) at step "
+                    f"(smallest {criterion} {result.best_criterion:.4e}) at step "
                     f"{result.best_step}: rel. L2 error {result.rel_l2:.4e}, "
                     f"rel. H1 error {result.rel_h1:.4e}")
     if result.estimate:

@@ -41,7 +41,8 @@ from parallel_ms.training.setup import Setup, build
 class Result:
     steps: int
     best_step: int
-    best_loss: float                #: the best iterate's fine-problem loss (3.24)
+    best_criterion: float           #: the best iterate's criterion (``train.best_by``): its
+                                    #: estimated rel. L2 error or fine-problem loss (3.24)
     rel_l2: float | None
     rel_h1: float | None
     wall_time: float
@@ -86,8 +87,8 @@ class Trainer:
         self.k11_best: float | None = None
         self._elapsed_before, self._t0 = 0.0, time.perf_counter()
         self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
-        #: (step, evaluation) of the best iterate when it was evaluated at its own step
-        self._best_evaluated: tuple[int, dict[str, float]] | None = None
+        #: (step, rel. L2, rel. H1) of the best iterate when it was evaluated at its own step
+        self._best_evaluated: tuple[int, float, float] | None = None
         self.checkpoints = CheckpointPolicy(cfg.output.checkpoint_every,
                                             cfg.output.checkpoint_minutes, ctx.comm)
 
@@ -144,15 +145,6 @@ class Trainer:
             self._estimator = ErrorEstimator(self.s.problem, e.cells_per_period, e.degree,
                                              comm=self.ctx.comm)
         return self._estimator.estimate(self.point_function())
-
-    def evaluate(self) -> dict[str, float]:
-        """The current network's rel. L2/H1 errors and, with ``estimate.enabled``, their
-        estimates (the metrics of an evaluation step)."""
-        out = dict(zip(("rel_l2", "rel_h1"), self.errors()))
-        if self.cfg.estimate.enabled:
-            est = self.estimate()
-            out.update(estimated_rel_l2=est.rel_l2, estimated_rel_h1=est.rel_h1)
-        return out
 
     def corrected(self) -> dict[str, float]:
         """The estimate of the current network and the rel. L2/H1 errors of the corrected
@@ -270,14 +262,17 @@ class Trainer:
                                f"is kept")
             if self.s.validation is not None:
                 row["validation"] = self.validation_loss()
+            last = step == cfg.train.steps
+            if cfg.estimate.enabled and (step % cfg.estimate.every == 0 or last):
+                est = self.estimate()           # part of training: it picks the best iterate
+                row["estimated_rel_l2"], row["estimated_rel_h1"] = est.rel_l2, est.rel_h1
             self.keep_if_best(row)
-            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+            if step % cfg.train.eval_every == 0 or last:
                 t0 = time.perf_counter()
-                evaluation = self.evaluate()
-                row.update(evaluation)
+                row["rel_l2"], row["rel_h1"] = self.errors()
                 self._validation_time += time.perf_counter() - t0
                 if self.best[1] == step:
-                    self._best_evaluated = (step, evaluation)
+                    self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
             row["wall_time"] = self._elapsed()
             row["train_time"] = row["wall_time"] - self._validation_time
             for callback in callbacks:
@@ -315,22 +310,23 @@ class Trainer:
         return at["residual"] + at.get("boundary", 0.0)
 
     def keep_if_best(self, row: dict[str, Any]) -> None:
-        """Keep the current iterate (its step's ``row``) if its fine-problem loss (3.24),
-        residual + tau_1 boundary term without the coupling, is the smallest so far: with a
-        soft boundary condition the residual alone does not see a constant offset of v. The
-        loss at the validation points when there are (``row["validation"]``, no in-sample
-        bias), else at the step's own (after a Gauss-Newton step, the points it was just
-        fitted to)."""
-        fine_loss = row.get("validation", row["residual"] + row.get("boundary", 0.0))
-        if fine_loss < self.best[0]:
-            self.best = (fine_loss, row["step"], copy.deepcopy(self.s.net.state_dict()))
+        """Keep the current iterate (its step's ``row``) if its criterion is the smallest so
+        far. ``train.best_by = "estimate"``: the estimated rel. L2 error (at the steps that
+        have one, every ``estimate.every``). ``"loss"``: the fine-problem loss (3.24),
+        residual + tau_1 boundary term without the coupling (with a soft boundary condition
+        the residual alone does not see a constant offset of v), at the validation points
+        when there are (``row["validation"]``, no in-sample bias), else at the step's own
+        (after a Gauss-Newton step, the points it was just fitted to)."""
+        if self.cfg.train.best_by == "estimate":
+            value = row.get("estimated_rel_l2")
+        else:
+            value = row.get("validation", row["residual"] + row.get("boundary", 0.0))
+        if value is not None and value < self.best[0]:
+            self.best = (value, row["step"], copy.deepcopy(self.s.net.state_dict()))
             self.k11_best = row.get("k11")
 
     def best_iterate(self) -> "_Swap":
-        """Context: the network holds the best iterate inside: the smallest loss of the fine
-        problem (3.24), residual + tau_1 boundary term, without the coupling (with the hard
-        boundary condition the residual alone: the paper's rule), at the validation points
-        when there are (:meth:`keep_if_best`)."""
+        """Context: the network holds the best iterate inside (:meth:`keep_if_best`)."""
         return self.holding(self.best[2])
 
     def holding(self, state: dict[str, Any]) -> "_Swap":
@@ -339,7 +335,7 @@ class Trainer:
 
     def best_errors(self) -> tuple[float, float]:
         if self._best_evaluated is not None and self._best_evaluated[0] == self.best[1]:
-            return self._best_evaluated[1]["rel_l2"], self._best_evaluated[1]["rel_h1"]
+            return self._best_evaluated[1:]
         with self.best_iterate():
             return self.errors()
 
