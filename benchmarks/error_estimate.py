@@ -177,7 +177,7 @@ def main() -> None:
         last = " ".join(f"{a:.1e}->{b:.1e}" for a, b in zip(r["last_rel_l2"],
                                                              r["last_corrected_rel_l2"]))
         print(f"{r['case']:>17}{r['method']:>7}{r['cells_per_period']:>4}{r['dofs']:>8}"
-              f"{r['evaluations']:>4}{eff}{last:>44}{r['estimate_s']:>7.2f}")
+              f"{r['evaluations']:>4}{eff}  {last:>42}{r['estimate_s']:>7.2f}")
     write_json(args.json, {"machine": mach, "ranks": args.ranks, "seeds": args.seeds,
                            "eval_every": args.eval_every, "rows": rows, "runs": runs})
 
