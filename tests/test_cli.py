@@ -244,7 +244,8 @@ def test_the_embedded_default_run_is_unchanged():
         "network.kind", "network.width", "network.depth", "network.features",
         "network.hard_bc", "network.dtype", "sampling.interior", "sampling.boundary",
         "sampling.resample_every", "coupling.continuation", "coarse.cells", "train.steps",
-        "train.eval_every", "train.log_every")}
+        "train.eval_every", "train.log_every", "loss.tau_weak", "loss.weak_norm",
+        "train.best_by")}
     assert got == {"problem.case": "paper-2d", "train.method": "hybrid",
                    "optimizer.kind": "gauss-newton", "optimizer.gn_momentum": 0.0,
                    "network.kind": "msff", "network.width": 48, "network.depth": 2,
@@ -252,7 +253,8 @@ def test_the_embedded_default_run_is_unchanged():
                    "sampling.interior": 6000, "sampling.boundary": 800,
                    "sampling.resample_every": 1, "coupling.continuation": 0.5,
                    "coarse.cells": None, "train.steps": 40, "train.eval_every": 20,
-                   "train.log_every": 1}
+                   "train.log_every": 1, "loss.tau_weak": 1e4, "loss.weak_norm": "dual",
+                   "train.best_by": "estimate"}
     assert config.to_toml(cfg) == config.to_toml(config.load(DEFAULT_RUN))
     by_case, _ = _resolved("--case", "paper-2d", "--method", "hybrid")
     assert config.to_toml(by_case) == config.to_toml(cfg)
