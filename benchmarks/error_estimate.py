@@ -52,7 +52,8 @@ def worker(case: str, method: str, seed: int, cells: list[int], eval_every: int,
     ctx = parallel.init("cpu")
     cfg = config.load(run_file(case), [f"train.method={method}", f"network.seed={seed}",
                                        f"sampling.seed={seed}", f"train.eval_every={eval_every}",
-                                       "estimate.enabled=false", "output.fields=false",
+                                       "estimate.enabled=false", "train.best_by=loss",
+                                       "output.fields=false",
                                        *sets])
     trainer = Trainer(cfg, ctx)
     estimators = {c: ErrorEstimator(trainer.s.problem, c, cfg.estimate.degree, comm=ctx.comm)

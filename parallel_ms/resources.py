@@ -115,11 +115,11 @@ def check(estimates: list[Estimate], comm: MPI.Comm, per_rank_gib: float,
 
 
 def reference_estimate(problem: "Problem", degree: int, resolution: int | None, ranks: int,
-                       setting: str) -> Estimate:
+                       setting: str, what: str = "the fine reference") -> Estimate:
     from parallel_ms.reference.solver import cells_for
     n = min(float(resolution or cells_for(problem)), 1e100)
     dofs = (degree * n + 1) ** problem.dim
-    return Estimate(f"the fine reference (P{degree}, {n:.3g} cells per direction, "
+    return Estimate(f"{what} (P{degree}, {n:.3g} cells per direction, "
                     f"{dofs:.3g} dofs)", dofs * REFERENCE_PER_DOF[problem.dim, degree] / ranks,
                     setting)
 
@@ -144,6 +144,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     """The parts of a training run, per rank (points and meshes are sharded over the ranks;
     the network and the optimizer state are replicated)."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
+    from parallel_ms.reference.solver import cells_for
     dim, itemsize = problem.dim, 8 if cfg.network.dtype == "float64" else 4
     hybrid = cfg.train.method == "hybrid"
     outputs = cfg.outputs
@@ -158,6 +159,10 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     per_point = itemsize * channels * units * ACTIVATIONS_PER_UNIT
     out = [reference_estimate(problem, cfg.reference.degree, cfg.reference.resolution, ranks,
                               "reference.resolution (or problem.eps)"),
+           *([reference_estimate(problem, cfg.estimate.degree,
+                                 cells_for(problem, cfg.estimate.cells_per_period), ranks,
+                                 "estimate.cells_per_period", "the error estimate's mesh")]
+             if cfg.estimate.enabled else []),
            Estimate(f"the coarse mesh ({cells:.3g} cells per direction)",
                     float(cells + 1) ** dim * COARSE_PER_VERTEX / ranks, "coarse.cells"),
            Estimate(f"the collocation points ({points:.3g} per rank)", points * per_point,

@@ -158,6 +158,7 @@ def _continue(tmp_path, steps, script, *args):
     run = [sys.executable, "-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15",
            "--optimizer", "gauss-newton", "--dtype", "float64", "--steps", str(steps),
            "--set", "network.width=8", "--set", "network.features=4",
+           "--set", "network.hard_bc=false",
            "--set", "sampling.interior=300", "--set", "sampling.resample_every=1",
            "--set", "output.fields=false", "--set", "reference.degree=1",
            "--set", f"reference.cache_dir={tmp_path}/ref", "--set", f"output.root={tmp_path}",

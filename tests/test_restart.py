@@ -92,7 +92,7 @@ def test_resume_with_another_rank_count_is_refused(mpiexec, tmp_path):
 
 def _start(tmp_path, name, steps):
     cmd = ["mpiexec", "--oversubscribe", "-n", "2", sys.executable, "-m", "parallel_ms", "run",
-           "--method", "hybrid", "--case", "paper-2d", *TINY, "--steps", str(steps),
+           "--paper", "--method", "hybrid", "--case", "paper-2d", *TINY, "--steps", str(steps),
            "--set", "train.log_every=1", "--set", f"output.root={tmp_path}",
            "--set", f"output.name={name}", "--set", f"reference.cache_dir={tmp_path}/ref"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -134,7 +134,7 @@ def test_preemption_checkpoints_and_exits_0_then_resumes_bitwise(mpiexec, tmp_pa
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "pre"),
                       "--set", f"train.steps={total}"], timeout=300)
     assert out.returncode == 0, out.stderr
-    _run(mpiexec, tmp_path, "ref", ["--method", "hybrid", "--case", "paper-2d",
+    _run(mpiexec, tmp_path, "ref", ["--paper", "--method", "hybrid", "--case", "paper-2d",
                                     "--set", "train.log_every=1"], total)
     resumed, _ = _network(tmp_path / "pre" / "checkpoint.h5")
     reference, _ = _network(tmp_path / "ref" / "checkpoint.h5")

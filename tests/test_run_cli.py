@@ -28,7 +28,7 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--case", "paper-1d-eps1_15", "--eps", "0.5",
                       "--steps", "30", "--set", "network.hard_bc=true",
                       "--set", "train.eval_every=10", "--set", "train.log_every=10",
-                      "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=1",
+                      "--set", f"reference.cache_dir={tmp_path}", "--set", "reference.degree=2",
                       "--set", f"output.root={tmp_path}", "--set", "output.name=r1",
                       *SMALL], timeout=300)
     assert out.returncode == 0, out.stderr
