@@ -243,7 +243,7 @@ def step_costs(width: int, features: int, n: int, device: torch.device) -> dict[
     chunk = optimizer(rows, "cg").solver.chunk         # the points per pass GaussNewton takes
     lin = rows.linearize()
     out["jacobian_s"] = timed(lambda: lin.jacobian(chunk), device)
-    del lin
+    lin = None                                      # its memory, before the solvers' steps
     for name in SOLVERS:
         need = curvature_solver(name).memory(params, n, 8, 1)
         if need > free_memory(device):
