@@ -31,12 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("rel_l2", "rel_h1", "estimated_rel_l2", "corrected_rel_l2")
 
 
-def run_seed(config: Path, seed: int, ranks: int, sets: list[str], root: Path) -> dict:
-    """The summary.json of seed ``seed``'s run (run now unless it completed before)."""
+def run_seed(config: Path | None, seed: int, ranks: int, sets: list[str], root: Path,
+             select: tuple[str, ...] = ()) -> dict:
+    """The summary.json of seed ``seed``'s run (run now unless it completed before) with the
+    file ``config`` (None: the case defaults of the case and method in ``select``, e.g.
+    ``("--case", NAME, "--method", METHOD)``)."""
     name = f"seed{seed}"
-    args = ["run", "--config", str(config), "--seed", str(seed), "--set", f"output.root={root}",
-            "--set", f"output.name={name}", "--set", "output.fields=false",
-            *[a for s in sets for a in ("--set", s)]]
+    args = ["run", *(["--config", str(config)] if config else []), *select, "--seed", str(seed),
+            "--set", f"output.root={root}", "--set", f"output.name={name}",
+            "--set", "output.fields=false", *[a for s in sets for a in ("--set", s)]]
     stamp = root / name / "command.json"
     summary = root / name / "summary.json"
     if (stamp.exists() and json.loads(stamp.read_text()) == args and summary.exists()
@@ -73,7 +76,6 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     root = args.root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
         s = run_seed(args.config.resolve(), seed, args.ranks, args.set, root)

@@ -346,6 +346,41 @@ def test_seeds_benchmark_tables_each_seed_and_reuses_completed_runs(tmp_path):
     assert (tmp_path / "runs" / "seed0" / "command.json").stat().st_mtime_ns == stamp
 
 
+
+_TINY_1D = ("--set", "train.steps=3", "--set", "problem.eps=0.5", "--set",
+            "sampling.interior=400", "--set", "network.width=8")
+
+
+def test_cases_benchmark_runs_each_case_with_its_defaults_and_tables_the_target(tmp_path):
+    cmd = [sys.executable, "benchmarks/cases.py", "--cases", "paper-1d-eps1_15",
+           "quasi-periodic-1d", "--methods", "pinn", "--seeds", "0", "--ranks", "1", *_TINY_1D,
+           "--set", f"reference.cache_dir={tmp_path}/ref", "--root", str(tmp_path / "runs"),
+           "--json", str(tmp_path / "c.json")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [(r["case"], r["method"], r["target"]) for r in rows] == [
+        ("paper-1d-eps1_15", "pinn", 1e-3), ("quasi-periodic-1d", "pinn", 1e-3)]
+    assert all(r["rel_l2"] > 0 and r["estimated_rel_l2"] > 0 for r in rows)
+    # with no --config the case defaults apply: the measured Gauss-Newton training
+    config = (tmp_path / "runs" / "quasi-periodic-1d" / "pinn" / "seed0" / "config.toml")
+    assert 'kind = "gauss-newton"' in config.read_text()
+    assert "| quasi-periodic-1d | pinn | 0.001 |" in out.stdout
+
+
+def test_rank_history_compares_each_rank_counts_losses_with_the_first(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/rank_history.py", "--config", "jobs/paper-1d-eps1_15.toml",
+         "--ranks", "1", "2", "--steps", "2", *_TINY_1D[2:],
+         "--set", f"reference.cache_dir={tmp_path}/ref", "--root", str(tmp_path / "runs"),
+         "--json", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [r["step"] for r in data["rows"]] == [1, 2]
+    assert all(0 <= r["rel_diff"]["2"] < 1 for r in data["rows"])
+
 def _gn_scaling():
     """benchmarks/gn_scaling.py imported as a module."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
