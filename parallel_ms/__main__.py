@@ -11,7 +11,7 @@ from pathlib import Path
 from parallel_ms import __version__
 
 #: subcommand -> module in parallel_ms.commands (each has add_parser and main)
-COMMANDS = ("info", "cases", "config", "reference", "run", "gradcheck", "report")
+COMMANDS = ("info", "cases", "config", "reference", "gmsfem", "run", "gradcheck", "report")
 #: what ``python -m parallel_ms`` without arguments runs
 DEFAULT_RUN = Path(__file__).parent / "configs" / "default.toml"
 

@@ -127,6 +127,19 @@ class CouplingConfig:
 
 
 @dataclass
+class GmsfemConfig:
+    basis: int = 4                  #: L: eigenfunctions per coarse neighbourhood, the smallest of
+                                    #: its local spectral problem (GMsFEM, Efendiev, Galvis & Hou
+                                    #: 2013; docs/cases.md)
+    threshold: float = 0.0          #: > 0: per neighbourhood only the eigenfunctions with
+                                    #: eigenvalue below it (at least 1, at most basis); 0: basis
+    refinement: int = 16            #: fine cells per coarse cell and direction of the local
+                                    #: problems (a power of 2 >= 2: nested meshes)
+    eigensolver: str = "sparse"     #: sparse (ARPACK shift-invert) | dense (LAPACK) for the
+                                    #: local spectral problems
+
+
+@dataclass
 class TrainConfig:
     method: str = "pinn"            #: pinn | hybrid (Algorithm 3.1)
     steps: int = 1000               #: training steps (a resumed run continues to this step)
@@ -188,6 +201,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
+    gmsfem: GmsfemConfig = field(default_factory=GmsfemConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
@@ -219,6 +233,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
     "coupling.upscaling": ("isotropic", "block-tensor"),
+    "gmsfem.eigensolver": ("sparse", "dense"),
     "parallel.device": ("auto", "cpu", "cuda"),
     "output.progress": ("auto", "bar", "log"),
 }
@@ -230,14 +245,14 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
             "loss.weak_cells", "reference.resolution", "coupling.delta",
             "estimate.cells_per_period", "estimate.every",
-            "coupling.refresh_every")
+            "coupling.refresh_every", "gmsfem.basis", "gmsfem.refinement")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",
                 "optimizer.gn_warmup", "optimizer.line_search", "loss.tau1", "loss.tau_weak",
                 "optimizer.switch_tol",
                 "network.seed", "sampling.seed", "coupling.tau2", "coupling.refresh_tol",
                 "output.checkpoint_every", "output.checkpoint_minutes", "parallel.threads",
-                "parallel.memory_per_rank")
+                "parallel.memory_per_rank", "gmsfem.threshold")
 
 #: fractions in [0, 1)
 UNIT_INTERVAL = ("balancing.alpha", "coupling.continuation", "optimizer.gn_momentum")

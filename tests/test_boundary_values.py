@@ -173,7 +173,10 @@ OPTION_CASES = [(cmd, opt, extra) for cmd, opt, extra in [
     *[("reference", opt, ["--case", "paper-1d-eps1_15"]) for opt in (
         "--eps", "--degree", "--resolution", "--solver", "--tensor", "--blocks",
         "--homogenized", "--out", "--cache-dir", "--no-cache", "--memory-per-rank")],
-    ("reference", "--case", [])]]
+    ("reference", "--case", []), ("gmsfem", "--case", []),
+    *[("gmsfem", opt, ["--case", "channels-2d"]) for opt in (
+        "--debug", "--eps", "--param", "--basis", "--threshold", "--cells", "--refinement",
+        "--eigensolver", "--solver", "--json", "--plot", "--memory-per-rank")]]]
 
 
 def _preflight(argv: list[str], capsys) -> str:
@@ -193,6 +196,9 @@ def _preflight(argv: list[str], capsys) -> str:
         elif args.command == "reference":
             from parallel_ms.commands.reference import preflight
             preflight(args)
+        elif args.command == "gmsfem":
+            from parallel_ms.commands.gmsfem import preflight as gmsfem_preflight
+            gmsfem_preflight(args)
     except UserError as err:
         _one_line(err, "")
         return "refused"
@@ -219,7 +225,8 @@ def test_every_option_at_its_boundary_values(cmd, opt, extra, capsys, tmp_path_f
         if outcome == "accepted" and cmd == "reference":
             assert reference.main(build_parser().parse_args(argv)) == 0, argv
         if label in ("nan", "empty") and not flag_only and opt not in (
-                "--case", "--set", "--config", "--resume", "--out", "--cache-dir"):
+                "--case", "--set", "--config", "--resume", "--out", "--cache-dir", "--json",
+                "--plot"):
             assert outcome == "refused", (argv, outcome)
         if flag_only:
             break

@@ -13,6 +13,8 @@ import traceback
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import numpy as np
+
 from parallel_ms.errors import DEBUG_HINT, UserError, debug, describe
 from parallel_ms.problems.problem import Problem
 
@@ -136,6 +138,126 @@ def high_contrast_1d(eps: float = 0.05, contrast: float = 1e3, width: float = 0.
 @register("high-contrast-2d")
 def high_contrast_2d(eps: float = 0.1, contrast: float = 1e3, width: float = 0.05) -> Problem:
     return _high_contrast(2, eps, contrast, width)
+
+
+#: channels cross: K = 1 + (contrast - 1) (1 - exp(-UNION s)) with s >= 0 the sum of the
+#: channels' smoothed indicators stays below the contrast where two overlap (a union by products
+#: of (1 - indicator) would too, but its polynomial degree, from which UFL chooses the
+#: quadrature, grows with every factor)
+_UNION = 4.0
+#: the channels of ``channels-2d``: a point (x_1, x_2) on each centre line and its slope; none
+#: lies along the lines or diagonals of a 10 x 10 coarse grid
+_CHANNELS = ((0.0, 0.27, 0.0), (0.0, 0.64, 0.0), (0.0, 0.12, 0.7), (0.0, 0.88, -0.45))
+#: random inclusions: radii uniform in this range (units of eps), centres uniform in the domain,
+#: as many as cover this fraction of it on average, drawn until that many do not overlap
+_RADII = (0.25, 0.5)
+_FRACTION = 0.2
+
+
+#: the indicators' logistic argument is clamped smoothly to [-CLAMP, CLAMP] (far from a
+#: feature exp would overflow and torch's gradient of it turn NaN)
+_CLAMP = 40.0
+
+
+def _indicator(d2: object, half: float, smooth: float, m: object) -> object:
+    """Smoothed indicator of {d < half} from the squared distance d2 = d^2: the logistic
+    1 / (1 + exp(-2 s)) = (1 + tanh(s)) / 2 of s = (half^2 - d^2) / (2 half smooth), which
+    falls from ~1 to ~0 over about ``smooth`` around d = half (smooth in x: d^2, not |d|).
+    Written with exp, not tanh, so that its small tails keep their relative accuracy (1 + tanh
+    loses it: torch and UFL then disagree by ~1e-16 x contrast), with s clamped smoothly to
+    CLAMP tanh(s / CLAMP) (an indicator >= 1e-35)."""
+    s = (half ** 2 - d2) / (2 * half * smooth)
+    return 1 / (1 + m.exp(-2 * _CLAMP * m.tanh(s / _CLAMP)))
+
+
+def _check(name: str, contrast: float, width: float) -> None:
+    if not (math.isfinite(contrast) and contrast >= 1):
+        raise UserError(f"case '{name}': contrast = {contrast} (allowed: a finite number >= 1)",
+                        collective=True)
+    if not (math.isfinite(width) and width > 0):
+        raise UserError(f"case '{name}': width = {width} (allowed: a finite number > 0)",
+                        collective=True)
+
+
+def _channels(x: list, m: object, eps: float, contrast: float, width: float) -> object:
+    """1 + (contrast-1) (1 - exp(-UNION s)), s the sum of the smoothed indicators of the
+    straight channels :data:`_CHANNELS` of width eps/4 across the domain; d = n . (x - p) is
+    the signed distance to a channel's centre line (unit normal n)."""
+    bands = []
+    for px, py, slope in _CHANNELS:
+        d = (-slope * (x[0] - px) + (x[1] - py)) / math.hypot(1.0, slope)
+        bands.append(_indicator(d * d, eps / 8, width * eps, m))
+    return 1 + (contrast - 1) * (1 - m.exp(-_UNION * sum(bands)))
+
+
+@register("channels-2d")
+def channels_2d(eps: float = 0.1, contrast: float = 1e4, width: float = 0.05) -> Problem:
+    _check("channels-2d", contrast, width)
+    return Problem(
+        name="channels-2d", dim=2, eps=eps,
+        conductivity=lambda x, m: _channels(list(x), m, eps, contrast, width),
+        source=lambda x, m: 10 * m.exp(-100 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2)),
+        description=f"two horizontal and two oblique crossing channels of width eps/4 across "
+                    f"the domain, contrast {contrast:g} (smoothed interface), background 1",
+        bounds=(1.0, contrast), params={"contrast": contrast, "width": width})
+
+
+def random_discs(dim: int, eps: float, seed: int, smooth: float
+                 ) -> list[tuple[tuple[float, ...], float]]:
+    """(centre, radius) of the inclusions of ``random-inclusions-{dim}d``: numpy's default
+    generator seeded with ``seed`` draws radii uniform in :data:`_RADII` x eps and centres
+    uniform in (0,1)^dim, and keeps a draw whose edge is at least r_max/2 + 3 smooth from every
+    kept one, until round(_FRACTION / mean measure) are kept (or 100 times that many draws).
+    With that gap the other inclusions' tails add less than the deficit 1 - indicator of the
+    one a point is in: K stays below the contrast."""
+    rng = np.random.default_rng(seed)
+    lo, hi = _RADII[0] * eps, _RADII[1] * eps
+    mean = lo + hi if dim == 1 else math.pi * (lo * lo + lo * hi + hi * hi) / 3
+    target, gap = max(1, round(_FRACTION / mean)), hi / 2 + 3 * smooth
+    kept: list[tuple[np.ndarray, float]] = []
+    for _ in range(100 * target):
+        centre, r = rng.random(dim), float(rng.uniform(lo, hi))
+        if all(np.linalg.norm(centre - c) >= r + rc + gap for c, rc in kept):
+            kept.append((centre, r))
+            if len(kept) == target:
+                break
+    return [(tuple(float(c) for c in centre), r) for centre, r in kept]
+
+
+def _random_inclusions(dim: int, eps: float, contrast: float, width: float,
+                       seed: float) -> Problem:
+    name = f"random-inclusions-{dim}d"
+    _check(name, contrast, width)
+    if not (math.isfinite(seed) and seed >= 0 and seed == int(seed)):
+        raise UserError(f"case '{name}': seed = {seed} (allowed: an integer >= 0)",
+                        collective=True)
+    discs = random_discs(dim, eps, int(seed), width * eps)
+
+    def conductivity(x: list, m: object) -> object:
+        return 1 + (contrast - 1) * sum(
+            _indicator(sum((xi - ci) ** 2 for xi, ci in zip(x, centre)), r, width * eps, m)
+            for centre, r in discs)
+
+    return Problem(
+        name=name, dim=dim, eps=eps, conductivity=conductivity,
+        source=(lambda x, m: 1.0) if dim == 1 else
+        (lambda x, m: 10 * m.exp(-100 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2))),
+        description=f"{len(discs)} random non-overlapping {'intervals' if dim == 1 else 'discs'}"
+                    f" (seed {int(seed)}) of radius {_RADII[0]:g}-{_RADII[1]:g} eps, contrast "
+                    f"{contrast:g} (smoothed interface), background 1",
+        bounds=(1.0, contrast), params={"contrast": contrast, "width": width, "seed": seed})
+
+
+@register("random-inclusions-1d")
+def random_inclusions_1d(eps: float = 0.05, contrast: float = 1e4, width: float = 0.05,
+                         seed: float = 0) -> Problem:
+    return _random_inclusions(1, eps, contrast, width, seed)
+
+
+@register("random-inclusions-2d")
+def random_inclusions_2d(eps: float = 0.1, contrast: float = 1e4, width: float = 0.05,
+                         seed: float = 0) -> Problem:
+    return _random_inclusions(2, eps, contrast, width, seed)
 
 
 def _user_frames(err: Exception, path: Path) -> str:

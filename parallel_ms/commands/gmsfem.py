@@ -1,0 +1,147 @@
+"""``python -m parallel_ms gmsfem``: the GMsFEM coarse solution of a case against the fine
+solution, per basis count, beside the P1 coarse solutions with an upscaled coefficient."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from mpi4py import MPI
+
+from parallel_ms import parallel, resources
+from parallel_ms.commands.options import (add_debug_option, non_negative_float, path,
+                                          positive_float, positive_int)
+from parallel_ms.config import CHOICES, GmsfemConfig
+from parallel_ms.errors import UserError
+
+if TYPE_CHECKING:
+    from parallel_ms.multiscale.study import Study
+    from parallel_ms.problems.problem import Problem
+
+#: coarse cells per direction by default
+DEFAULT_CELLS = 10
+DEFAULT_BASES = (1, 2, 4, 8)
+
+
+def _bases(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1 or max(values) > 1000:
+        raise argparse.ArgumentTypeError(f"'{text}' (allowed: comma-separated integers from 1 "
+                                         f"to 1000, e.g. 1,2,4,8)")
+    return values
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        sep = ""
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"'{text}' (allowed: NAME=NUMBER, a parameter of the "
+                                         f"case, e.g. contrast=1e5)")
+    return name, number
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from parallel_ms.reference.solver import SOLVERS
+    defaults = GmsfemConfig()
+    p = sub.add_parser(
+        "gmsfem", help="GMsFEM coarse solutions of a case against its fine solution",
+        description="For each basis count L: the GMsFEM solution (L eigenfunctions of the local "
+                    "spectral problem per coarse neighbourhood; Efendiev, Galvis & Hou 2013) of "
+                    "the lifted problem (4.8) against the fine solution on the same fine mesh "
+                    "(rel. L2, H1 and energy errors, coarse dofs, offline and online seconds), "
+                    "beside the P1 coarse solutions with the upscaled coefficient per coarse "
+                    "square (Algorithm 4.1) and with the scalar K~_11 (4.10). Table on rank 0. "
+                    "PETSc options under -gmsfem_ change the coarse solver (default MUMPS LU).")
+    p.add_argument("--case", required=True, help="a 2D case (see 'cases') or FILE.py:NAME")
+    add_debug_option(p)
+    p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter of the case, e.g. --param contrast=1e5 (repeatable)")
+    p.add_argument("--basis", type=_bases, default=DEFAULT_BASES, metavar="L1,L2,...",
+                   help="eigenfunctions per neighbourhood, one row each (default "
+                        f"{','.join(map(str, DEFAULT_BASES))})")
+    p.add_argument("--threshold", type=non_negative_float, default=defaults.threshold,
+                   help="> 0: per neighbourhood only the eigenfunctions with eigenvalue below "
+                        "it, at most L (default 0: always L)")
+    p.add_argument("--cells", type=positive_int, default=DEFAULT_CELLS,
+                   help=f"coarse cells per direction (default {DEFAULT_CELLS})")
+    p.add_argument("--refinement", type=positive_int, default=defaults.refinement,
+                   help="fine cells per coarse cell and direction, a power of 2 (default "
+                        f"{defaults.refinement})")
+    p.add_argument("--eigensolver", choices=CHOICES["gmsfem.eigensolver"],
+                   default=defaults.eigensolver,
+                   help=f"local eigenproblems (default {defaults.eigensolver})")
+    p.add_argument("--solver", default="mumps", choices=sorted(SOLVERS),
+                   help="PETSc preset of the fine solve (default mumps: robust at any contrast)")
+    p.add_argument("--json", type=path, default=None, help="write the numbers to this file")
+    p.add_argument("--plot", type=path, default=None,
+                   help="write a figure of the errors against the coarse dofs (PNG)")
+    p.add_argument("--memory-per-rank", type=non_negative_float, default=0.0, metavar="GIB",
+                   help="memory a rank may use (default 0: the node's available memory); the "
+                        "command refuses to start when its estimate exceeds it")
+
+
+def preflight(args: argparse.Namespace) -> tuple["Problem", GmsfemConfig]:
+    """The case, the settings and the memory estimate, checked before anything is allocated
+    (one collective line each)."""
+    from parallel_ms.multiscale.nested import check_sizes
+    from parallel_ms.problems import get_case
+    problem = get_case(args.case, eps=args.eps, **dict(args.param))
+    if problem.dim != 2:
+        raise UserError(f"gmsfem needs a 2D case; '{args.case}' is {problem.dim}D",
+                        collective=True)
+    check_sizes(args.cells, args.refinement)
+    resources.check([resources.reference_estimate(
+        problem, 1, args.cells * args.refinement, MPI.COMM_WORLD.size, "--cells/--refinement",
+        what="the fine problem")], MPI.COMM_WORLD, args.memory_per_rank, "--memory-per-rank GIB")
+    return problem, GmsfemConfig(threshold=args.threshold, refinement=args.refinement,
+                                 eigensolver=args.eigensolver)
+
+
+def table(study: "Study") -> list[str]:
+    """The printed report of a study."""
+    lines = [f"case {study.case} (eps {study.eps:g}"
+             + "".join(f", {k} {v:g}" for k, v in study.params.items()) + ")",
+             f"coarse {study.cells} x {study.cells} squares, fine {study.refinement} x "
+             f"{study.refinement} per coarse square ({study.fine_dofs} P1 dofs), {study.ranks} "
+             f"rank(s); fine solve {study.fine_solve_s:.2f} s; eigensolver {study.eigensolver}"
+             + (f", threshold {study.threshold:g}" if study.threshold > 0 else ""),
+             f"{'method':<28}{'dofs':>7}{'rel. L2':>11}{'rel. H1':>11}{'rel. energy':>13}"
+             f"{'offline s':>11}{'online s':>10}"]
+    upto = "<=" if study.threshold > 0 else "="        # a threshold: at most L per neighbourhood
+    for row in study.rows:
+        lines.append(f"{f'GMsFEM L {upto} {row.basis}':<28}{row.dofs:>7}{row.rel_l2:>11.3e}"
+                     f"{row.rel_h1:>11.3e}{row.rel_energy:>13.3e}{row.offline_s:>11.2f}"
+                     f"{row.online_s:>10.3f}")
+    for label, l2, h1, energy in (
+            ("P1, K~ per square (Alg. 4.1)", study.p1_upscaled_rel_l2, study.p1_upscaled_rel_h1,
+             study.p1_upscaled_rel_energy),
+            ("P1, scalar K~_11 (4.10)", study.p1_scalar_rel_l2, study.p1_scalar_rel_h1,
+             study.p1_scalar_rel_energy)):
+        lines.append(f"{label:<28}{study.p1_dofs:>7}{l2:>11.3e}{h1:>11.3e}{energy:>13.3e}")
+    lines.append(f"errors against the fine solution u of (4.8) on the fine mesh (||u|| = "
+                 f"{study.u_over_w:.3g} ||w||, w = u + x_1); K~ from its temperature drops")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    from parallel_ms.multiscale.study import gmsfem_study
+    problem, settings = preflight(args)
+    study = gmsfem_study(problem, args.cells, args.basis, settings, args.solver)
+    for line in table(study):
+        parallel.print0(line)
+    if MPI.COMM_WORLD.rank == 0:
+        if args.json is not None:
+            args.json.write_text(json.dumps(study.to_json(), indent=2) + "\n")
+            print(f"wrote {args.json}")
+        if args.plot is not None:
+            from parallel_ms.multiscale.plots import plot_errors
+            plot_errors(study, args.plot)
+            print(f"wrote {args.plot}")
+    return 0
