@@ -176,7 +176,8 @@ OPTION_CASES = [(cmd, opt, extra) for cmd, opt, extra in [
     ("reference", "--case", []), ("gmsfem", "--case", []),
     *[("gmsfem", opt, ["--case", "channels-2d"]) for opt in (
         "--debug", "--eps", "--param", "--basis", "--threshold", "--cells", "--refinement",
-        "--eigensolver", "--solver", "--json", "--plot", "--memory-per-rank")]]]
+        "--eigensolver", "--solver", "--basis-from", "--json", "--plot",
+        "--memory-per-rank")]]]
 
 
 def _preflight(argv: list[str], capsys) -> str:

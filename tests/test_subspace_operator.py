@@ -1,7 +1,8 @@
 """The subspace neural operator of paper 004 (parallel_ms/multiscale/operator.py, patches.py,
 operator_training.py): the subspace loss and its gradient, the patch eigenproblems against the
-distributed GMsFEM ones, and data-parallel training (1 rank = 2 ranks)."""
+distributed GMsFEM ones, data-parallel training (1 rank = 2 ranks) and ``gmsfem --basis-from``."""
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -218,8 +219,80 @@ def test_operator_bases_recombining_gmsfem_bases_give_the_gmsfem_solution():
                for lam, phi in predicted)
     space_op = MultiscaleSpace(meshes, gmsfem.hoods, predicted)
     u = gmsfem.solve(space_op, space_op.galerkin(gmsfem.A))
-    with u.dat.vec_ro as a, reference.dat.vec_ro as b:
-        assert (a - b).norm() < 1e-8 * b.norm()
+    # the same through GmsfemSolver's operator path (gmsfem --basis-from): no local problems
+    learned = GmsfemSolver(problem, meshes, GmsfemConfig(refinement=REFINEMENT), _Oracle(images))
+    assert learned.local is None
+    u_learned = learned.solve(*learned.space())
+    with u.dat.vec_ro as a, reference.dat.vec_ro as b, u_learned.dat.vec_ro as c:
+        assert (a - b).norm() < 1e-8 * b.norm() and (c - b).norm() < 1e-8 * b.norm()
+
+
+# ---- gmsfem --basis-from MODEL -------------------------------------------------------------
+COMMAND = ["gmsfem", "--case", "channels-2d", "--cells", "4", "--refinement", "4",
+           "--basis", "1"]
+
+
+def _model_file(path, cells: int, refinement: int, count: int = 3):
+    """A small untrained operator saved as benchmarks/subspace_operator.py saves one."""
+    torch.manual_seed(0)
+    model = SubspaceUNet(_hexagon(2 * refinement + 1), count=count, width=4)
+    save_operator(path, model, {"cells": cells, "refinement": refinement, "degrees": [4, 4]})
+    return path
+
+
+def test_command_with_an_operator_prints_its_row_beside_gmsfem(tmp_path, capsys):
+    """The operator's row (L from the model) and GMsFEM's row for that L (added to --basis);
+    its space holds chi_i times the constant, i.e. GMsFEM's L = 1 space, so its energy error
+    is not above GMsFEM's for L = 1 (Galerkin), whatever the (untrained) network predicts."""
+    from parallel_ms.__main__ import build_parser
+    from parallel_ms.commands import gmsfem
+    model = _model_file(tmp_path / "op.pt", 4, 4)
+    args = build_parser().parse_args(COMMAND + ["--basis-from", str(model),
+                                                "--json", str(tmp_path / "g.json")])
+    assert gmsfem.main(args) == 0
+    out = json.loads((tmp_path / "g.json").read_text())
+    assert [(row["basis"], row["bases"]) for row in out["rows"]] == [
+        (1, "spectral"), (3, "spectral"), (3, "operator")]
+    one, three, learned = out["rows"]
+    assert learned["dofs"] == three["dofs"] and learned["offline_s"] > 0
+    assert learned["rel_energy"] <= one["rel_energy"] * (1 + 1e-9)
+    assert out["basis_from"] == str(model)
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("GMsFEM L = 3"))
+    assert lines[at + 1].startswith("operator L = 3")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--cells", "5"], r"trained with cells = 4, refinement = 4; this run has --cells 5 "
+                       r"--refinement 4"),
+    (["--refinement", "8"], r"--cells 4 --refinement 8"),
+])
+def test_command_refuses_a_model_of_other_patches_in_one_line(tmp_path, argv, message):
+    from parallel_ms.__main__ import build_parser
+    from parallel_ms.commands.gmsfem import preflight
+    from parallel_ms.errors import UserError
+    model = _model_file(tmp_path / "op.pt", 4, 4)
+    args = build_parser().parse_args(["gmsfem", "--case", "channels-2d", "--cells", "4",
+                                      "--refinement", "4", *argv, "--basis-from", str(model)])
+    with pytest.raises(UserError, match=message) as err:
+        preflight(args)
+    assert err.value.collective and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content,message", [(None, "no such file"),
+                                              (b"not a model", "not a model saved by")])
+def test_command_refuses_a_missing_or_foreign_model_file_in_one_line(tmp_path, content,
+                                                                     message):
+    from parallel_ms.__main__ import build_parser
+    from parallel_ms.commands.gmsfem import preflight
+    from parallel_ms.errors import UserError
+    model = tmp_path / "op.pt"
+    if content is not None:
+        model.write_bytes(content)
+    args = build_parser().parse_args(COMMAND + ["--basis-from", str(model)])
+    with pytest.raises(UserError, match=message) as err:
+        preflight(args)
+    assert str(model) in str(err.value) and "\n" not in str(err.value)
 
 
 # ---- data-parallel training ----------------------------------------------------------------

@@ -1,9 +1,13 @@
 """``python -m parallel_ms gmsfem``: the GMsFEM coarse solution of a case against the fine
-solution, per basis count, beside the P1 coarse solutions with an upscaled coefficient."""
+solution, per basis count, beside the P1 coarse solutions with an upscaled coefficient; with
+``--basis-from MODEL`` also the coarse solution in the local spaces a subspace neural operator
+predicts (:mod:`parallel_ms.multiscale.operator`)."""
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpi4py import MPI
@@ -15,6 +19,7 @@ from parallel_ms.config import CHOICES, GmsfemConfig
 from parallel_ms.errors import UserError
 
 if TYPE_CHECKING:
+    from parallel_ms.multiscale.operator import SubspaceUNet
     from parallel_ms.multiscale.study import Study
     from parallel_ms.problems.problem import Problem
 
@@ -79,6 +84,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"local eigenproblems (default {defaults.eigensolver})")
     p.add_argument("--solver", default="mumps", choices=sorted(SOLVERS),
                    help="PETSc preset of the fine solve (default mumps: robust at any contrast)")
+    p.add_argument("--basis-from", type=path, default=None, metavar="MODEL",
+                   help="a subspace neural operator (.pt of benchmarks/subspace_operator.py, "
+                        "trained with these --cells and --refinement): one more row with the "
+                        "local spaces it predicts in place of the local eigensolves, L from the "
+                        "model, beside GMsFEM's row for that L")
     p.add_argument("--json", type=path, default=None, help="write the numbers to this file")
     p.add_argument("--plot", type=path, default=None,
                    help="write a figure of the errors against the coarse dofs (PNG)")
@@ -87,9 +97,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "command refuses to start when its estimate exceeds it")
 
 
-def preflight(args: argparse.Namespace) -> tuple["Problem", GmsfemConfig]:
-    """The case, the settings and the memory estimate, checked before anything is allocated
-    (one collective line each)."""
+def load_model(model: Path, cells: int, refinement: int) -> "SubspaceUNet":
+    """The operator saved in ``model``, checked to be trained on the patches of ``cells`` and
+    ``refinement`` (one collective line otherwise)."""
+    from parallel_ms.multiscale.operator import load_operator
+    if not model.is_file():
+        raise UserError(f"--basis-from {model}: no such file", collective=True)
+    try:
+        operator, patch = load_operator(model)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as err:
+        raise UserError(f"--basis-from {model}: not a model saved by "
+                        f"benchmarks/subspace_operator.py ({type(err).__name__})",
+                        collective=True) from None
+    if (patch["cells"], patch["refinement"]) != (cells, refinement):
+        raise UserError(f"--basis-from {model} was trained with cells = {patch['cells']}, "
+                        f"refinement = {patch['refinement']}; this run has --cells {cells} "
+                        f"--refinement {refinement}", collective=True)
+    return operator
+
+
+def preflight(args: argparse.Namespace
+              ) -> tuple["Problem", GmsfemConfig, "SubspaceUNet | None"]:
+    """The case, the settings, the operator of ``--basis-from`` and the memory estimate,
+    checked before anything is allocated (one collective line each)."""
     from parallel_ms.multiscale.nested import check_sizes
     from parallel_ms.problems import get_case
     problem = get_case(args.case, eps=args.eps, **dict(args.param))
@@ -100,8 +130,10 @@ def preflight(args: argparse.Namespace) -> tuple["Problem", GmsfemConfig]:
     resources.check([resources.reference_estimate(
         problem, 1, args.cells * args.refinement, MPI.COMM_WORLD.size, "--cells/--refinement",
         what="the fine problem")], MPI.COMM_WORLD, args.memory_per_rank, "--memory-per-rank GIB")
+    operator = (None if args.basis_from is None
+                else load_model(args.basis_from, args.cells, args.refinement))
     return problem, GmsfemConfig(threshold=args.threshold, refinement=args.refinement,
-                                 eigensolver=args.eigensolver)
+                                 eigensolver=args.eigensolver), operator
 
 
 def table(study: "Study") -> list[str]:
@@ -111,14 +143,18 @@ def table(study: "Study") -> list[str]:
              f"coarse {study.cells} x {study.cells} squares, fine {study.refinement} x "
              f"{study.refinement} per coarse square ({study.fine_dofs} P1 dofs), {study.ranks} "
              f"rank(s); fine solve {study.fine_solve_s:.2f} s; eigensolver {study.eigensolver}"
-             + (f", threshold {study.threshold:g}" if study.threshold > 0 else ""),
+             + (f", threshold {study.threshold:g}" if study.threshold > 0 else "")
+             + (f"; operator {study.basis_from}" if study.basis_from else ""),
              f"{'method':<28}{'dofs':>7}{'rel. L2':>11}{'rel. H1':>11}{'rel. energy':>13}"
              f"{'offline s':>11}{'online s':>10}"]
     upto = "<=" if study.threshold > 0 else "="        # a threshold: at most L per neighbourhood
-    for row in study.rows:
-        lines.append(f"{f'GMsFEM L {upto} {row.basis}':<28}{row.dofs:>7}{row.rel_l2:>11.3e}"
-                     f"{row.rel_h1:>11.3e}{row.rel_energy:>13.3e}{row.offline_s:>11.2f}"
-                     f"{row.online_s:>10.3f}")
+    spectral = [row for row in study.rows if row.bases == "spectral"]
+    for row in spectral:
+        learned = [r for r in study.rows if r.bases == "operator" and r.basis == row.basis]
+        for r, label in ((row, f"GMsFEM L {upto} {row.basis}"),
+                         *((r, f"operator L = {r.basis}") for r in learned)):
+            lines.append(f"{label:<28}{r.dofs:>7}{r.rel_l2:>11.3e}{r.rel_h1:>11.3e}"
+                         f"{r.rel_energy:>13.3e}{r.offline_s:>11.2f}{r.online_s:>10.3f}")
     for label, l2, h1, energy in (
             ("P1, K~ per square (Alg. 4.1)", study.p1_upscaled_rel_l2, study.p1_upscaled_rel_h1,
              study.p1_upscaled_rel_energy),
@@ -132,8 +168,11 @@ def table(study: "Study") -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from parallel_ms.multiscale.study import gmsfem_study
-    problem, settings = preflight(args)
-    study = gmsfem_study(problem, args.cells, args.basis, settings, args.solver)
+    problem, settings, operator = preflight(args)
+    study = gmsfem_study(problem, args.cells, args.basis, settings, args.solver,
+                         operator=operator)
+    if args.basis_from is not None:
+        study.basis_from = str(args.basis_from)
     for line in table(study):
         parallel.print0(line)
     if MPI.COMM_WORLD.rank == 0:

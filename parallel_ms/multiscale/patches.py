@@ -44,7 +44,7 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms.multiscale.operator import predict_bases
-from parallel_ms.multiscale.spectral import smallest_pairs
+from parallel_ms.multiscale.spectral import local_forms, smallest_pairs
 from parallel_ms.problems import Problem, get_case
 
 #: the families samples are drawn from (a case of :mod:`parallel_ms.problems.cases` each)
@@ -63,7 +63,8 @@ class PatchProblem:
     whose points K is sampled. (4, 4) by default; :mod:`.spectral` integrates the exact K with
     UFL's estimated degrees (8 and 10 for ``channels-2d``, 6 and 8 for
     ``random-inclusions-2d``), with which the matrices agree to rounding. The spans of the
-    first 4 eigenvectors move by L_SAL ~ 1e-6 ... 1e-4 between the two rules.
+    first 4 eigenvectors move by L_SAL ~ 1e-6 ... 1e-4 between the two rules. The forms are
+    GMsFEM's (:func:`~parallel_ms.multiscale.spectral.local_forms`), restricted to omega.
     """
 
     def __init__(self, cells: int, refinement: int,
@@ -98,11 +99,9 @@ class PatchProblem:
             points = fd.Function(fd.FunctionSpace(fine, finat.ufl.VectorElement(element)))
             self._k[degree] = (fd.Function(fd.FunctionSpace(fine, element)),
                                points.interpolate(ufl.SpatialCoordinate(fine)).dat.data_ro.copy())
-        u, v = fd.TrialFunction(V), fd.TestFunction(V)
-        weight = sum(ufl.inner(ufl.grad(chi), ufl.grad(chi)) for chi in hats)
-        ka, ks = (self._k[d][0] for d in self.degrees)
-        forms = (ka * inside * ufl.inner(ufl.grad(u), ufl.grad(v)) * fd.dx(degree=degrees[0]),
-                 ks * weight * inside * u * v * fd.dx(degree=degrees[1]))
+        grad_sum = sum(ufl.inner(ufl.grad(chi), ufl.grad(chi)) for chi in hats)
+        forms = local_forms(V, tuple(self._k[d][0] for d in self.degrees), grad_sum, inside,
+                            tuple(fd.dx(degree=d) for d in self.degrees))
         # assemblers built once: a sample re-runs their kernels without re-processing the forms
         self._assemblers = [get_assembler(form, mat_type="aij") for form in forms]
         self._tensors = [assembler.allocate() for assembler in self._assemblers]

@@ -1,6 +1,6 @@
 """The figure of ``python -m parallel_ms gmsfem --plot FILE``: GMsFEM's errors against its coarse
-dofs, with the P1 upscaled coarse solutions as single points (PNG, matplotlib as in
-:mod:`parallel_ms.io.plots`)."""
+dofs (and those of the operator's bases, ``--basis-from``), with the P1 upscaled coarse
+solutions as single points (PNG, matplotlib as in :mod:`parallel_ms.io.plots`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +18,15 @@ NORMS = (("l2", "rel. L2 error"), ("h1", "rel. H1 error"), ("energy", "rel. ener
 
 def plot_errors(study: Study, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(NORMS), figsize=(4.2 * len(NORMS), 3.6))
-    dofs = [row.dofs for row in study.rows]
+    spectral = [row for row in study.rows if row.bases == "spectral"]
+    learned = [row for row in study.rows if row.bases == "operator"]
     for ax, (norm, title) in zip(axes, NORMS):
-        ax.loglog(dofs, [getattr(row, f"rel_{norm}") for row in study.rows], "o-",
-                  label="GMsFEM")
+        ax.loglog([row.dofs for row in spectral],
+                  [getattr(row, f"rel_{norm}") for row in spectral], "o-", label="GMsFEM")
+        if learned:
+            ax.loglog([row.dofs for row in learned],
+                      [getattr(row, f"rel_{norm}") for row in learned], "D",
+                      label="operator bases")
         for row in study.rows:
             ax.annotate(f"L={row.basis}", (row.dofs, getattr(row, f"rel_{norm}")),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -24,6 +24,8 @@ is solved once, by the owner of its coarse vertex.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import firedrake as fd
 import numpy as np
 import scipy.linalg
@@ -47,6 +49,19 @@ def _sequential(mat: PETSc.Mat) -> scipy.sparse.csr_matrix:
     return scipy.sparse.csr_matrix((vals, cols, indptr), shape=mat.getSize())
 
 
+def local_forms(V: fd.FunctionSpace, k: tuple[Any, Any], grad_sum: Any, weight: Any,
+                measures: tuple[Any, Any] = (fd.dx, fd.dx)) -> tuple[Any, Any]:
+    """The bilinear forms of the local spectral problem on ``V`` (fine P1),
+    ``weight * K grad u . grad v * measures[0]`` (a_i) and
+    ``weight * K sum_j |grad chi_j|^2 u v * measures[1]`` (s_i, kappa~ = K sum |grad chi|^2),
+    with ``k`` = (K of a_i, K of s_i) and ``grad_sum`` = sum_j |grad chi_j|^2; ``weight``
+    restricts them to the neighbourhoods (an indicator). With ``fd.dx`` UFL estimates the
+    quadrature degrees from the integrands, as for any form."""
+    u, v = fd.TrialFunction(V), fd.TestFunction(V)
+    return (weight * (k[0] * fd.inner(fd.grad(u), fd.grad(v))) * measures[0],
+            weight * (k[1] * grad_sum * u * v) * measures[1])
+
+
 def smallest_pairs(a: scipy.sparse.csr_matrix, s: scipy.sparse.csr_matrix, count: int,
                    eigensolver: str = "sparse") -> tuple[np.ndarray, np.ndarray]:
     """The ``count`` smallest eigenvalues (ascending) and eigenvectors (columns) of
@@ -67,9 +82,6 @@ class LocalProblems:
 
     def __init__(self, problem: Problem, meshes: NestedMeshes, hoods: Neighbourhoods) -> None:
         k = problem.k_ufl(meshes.fine)
-        u, v = fd.TrialFunction(meshes.Vf), fd.TestFunction(meshes.Vf)
-        forms = (k * fd.inner(fd.grad(u), fd.grad(v)),      # a_i
-                 k * hoods.grad_sum * u * v)                  # s_i, kappa~ = K sum |grad chi|^2
         empty = scipy.sparse.csr_matrix((0, 0))
         self.stiffness = [empty] * len(hoods.dofs)
         self.mass = [empty] * len(hoods.dofs)
@@ -77,8 +89,9 @@ class LocalProblems:
             mine = np.flatnonzero(hoods.colours == colour)
             index_sets = [PETSc.IS().createGeneral(hoods.dofs[n], comm=PETSc.COMM_SELF)
                           for n in mine]
+            forms = local_forms(meshes.Vf, (k, k), hoods.grad_sum, indicator)
             for form, out in zip(forms, (self.stiffness, self.mass)):
-                mat = fd.assemble(indicator * form * fd.dx).petscmat
+                mat = fd.assemble(form).petscmat
                 for n, sub in zip(mine, mat.createSubMatrices(index_sets)):
                     out[n] = _sequential(sub)
                     sub.destroy()

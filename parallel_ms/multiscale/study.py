@@ -18,15 +18,19 @@ solutions on the same coarse mesh use
 
 Times: ``offline`` = the fine operator, neighbourhoods and local matrices (shared by all L,
 counted in each row) + the local eigenproblems for L + R + PtAP; ``online`` = the coarse solve
-(MUMPS factorisation and solve). Each is the slowest rank's wall time; form compilation is
-included where it happens (the first run on a machine fills Firedrake's disk cache).
+(MUMPS factorisation and solve). With a subspace neural operator (``--basis-from``) one more row
+(``bases`` "operator", L = the model's): its ``offline`` = the fine operator, neighbourhoods and
+patches (the patch problem and grid maps, :class:`~.patches.NeighbourhoodPatches`) + the
+images, forward and QR + R + PtAP, in place of the local matrices and eigenproblems. Each is
+the slowest rank's wall time; form compilation is included where it happens (the first run on
+a machine fills Firedrake's disk cache).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import firedrake as fd
 import numpy as np
@@ -41,6 +45,9 @@ from parallel_ms.multiscale.solver import GmsfemSolver
 from parallel_ms.problems import Problem
 from parallel_ms.reference.solver import block_tensors, solve_temperature_drops, upscaled_k11
 
+if TYPE_CHECKING:
+    from parallel_ms.multiscale.operator import SubspaceUNet
+
 T = TypeVar("T")
 #: what ``p1_upscaled_rel_l2`` of the JSON output is
 P1_UPSCALING = "block-tensor: K~ per coarse square by Algorithm 4.1 from the fine temperature drops"
@@ -48,7 +55,9 @@ P1_UPSCALING = "block-tensor: K~ per coarse square by Algorithm 4.1 from the fin
 
 @dataclass
 class BasisRow:
-    """GMsFEM with ``basis`` eigenfunctions per neighbourhood (at most, with a threshold)."""
+    """GMsFEM with ``basis`` eigenfunctions per neighbourhood (at most, with a threshold;
+    ``bases`` "spectral") or with the ``basis`` vectors a subspace neural operator predicts
+    (``bases`` "operator")."""
 
     basis: int
     rel_l2: float
@@ -57,6 +66,7 @@ class BasisRow:
     dofs: int               #: multiscale dofs (columns of R)
     offline_s: float
     online_s: float
+    bases: str = "spectral"
 
 
 @dataclass
@@ -85,6 +95,7 @@ class Study:
     p1_scalar_rel_energy: float = math.nan
     p1_dofs: int = 0
     p1_upscaling: str = P1_UPSCALING
+    basis_from: str = ""           #: the operator's model file of the "operator" row, if any
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,11 +129,16 @@ def _on_fine(meshes: NestedMeshes, coarse_values: np.ndarray) -> fd.Function:
 
 def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
                  settings: GmsfemConfig | None = None, solver: str = "mumps",
-                 comm: MPI.Comm = MPI.COMM_WORLD) -> Study:
+                 comm: MPI.Comm = MPI.COMM_WORLD, operator: "SubspaceUNet | None" = None
+                 ) -> Study:
     """The errors and times of GMsFEM for each L in ``bases`` (``settings.basis`` is not used)
     and of the P1 upscaled coarse solutions, on ``cells`` x ``cells`` coarse squares; the fine
-    problem is solved with the reference solver preset ``solver``."""
+    problem is solved with the reference solver preset ``solver``. With ``operator`` (trained
+    on patches of these cells and ``settings.refinement``) also the row of its bases, and
+    GMsFEM's row for its L (added to ``bases`` where missing)."""
     settings = settings or GmsfemConfig()
+    if operator is not None:
+        bases = sorted({*bases, operator.hyper["count"]})
     if problem.dim != 2:
         raise UserError(f"GMsFEM needs a 2D case; '{problem.name}' is {problem.dim}D",
                         collective=True)
@@ -138,6 +154,14 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
         u_ms, online_s = _timed(comm, lambda: gmsfem.solve(space, coarse))
         study.rows.append(BasisRow(basis, *relative_errors(u_ms, us[0], k), space.dofs,
                                    shared_s + offline_s, online_s))
+        coarse.destroy()
+    if operator is not None:
+        learned, shared_s = _timed(comm, lambda: GmsfemSolver(problem, meshes, settings,
+                                                              operator))
+        (space, coarse), offline_s = _timed(comm, learned.space)
+        u_ms, online_s = _timed(comm, lambda: learned.solve(space, coarse))
+        study.rows.append(BasisRow(operator.hyper["count"], *relative_errors(u_ms, us[0], k),
+                                   space.dofs, shared_s + offline_s, online_s, "operator"))
         coarse.destroy()
     blocks = (cells, cells)
     tensor = BlockCoarseProblem(meshes.coarse, problem, blocks).states(
