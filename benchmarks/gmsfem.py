@@ -19,6 +19,8 @@ from mpi4py import MPI
 
 from common import machine, write_json
 
+from parallel_ms.config import CHOICES
+
 
 def _targets(study) -> list[str]:
     """The issue's targets, measured (rel. L2; the energy error is the one Galerkin's optimality
@@ -45,7 +47,7 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=10)
     p.add_argument("--refinement", type=int, default=16)
     p.add_argument("--basis", default="1,2,4,8")
-    p.add_argument("--eigensolver", default="sparse", choices=("sparse", "dense"))
+    p.add_argument("--eigensolver", default="sparse", choices=CHOICES["gmsfem.eigensolver"])
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     from parallel_ms import parallel

@@ -43,6 +43,8 @@ from mpi4py import MPI
 
 from common import machine, write_json
 
+from parallel_ms.config import CHOICES
+
 
 def _slowest(comm: MPI.Comm, call: Callable[[], Any]) -> tuple[Any, float]:
     """call()'s result and its wall time, the slowest rank's."""
@@ -172,7 +174,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=12, help="channels of the finest U-Net level")
     p.add_argument("--levels", type=int, default=2, help="U-Net coarsenings")
     p.add_argument("--seed", type=int, default=1, help="sampler seed of the training patches")
-    p.add_argument("--eigensolver", default="sparse", choices=("sparse", "dense"))
+    p.add_argument("--eigensolver", default="sparse", choices=CHOICES["gmsfem.eigensolver"])
     p.add_argument("--perturbation", type=float, default=0.01,
                    help="size of the random tilt of GMsFEM's spans in the sensitivity row")
     p.add_argument("--repeats", type=int, default=3, help="timings: best of so many")

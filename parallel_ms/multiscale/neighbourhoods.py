@@ -51,17 +51,12 @@ class Neighbourhoods:
     """
 
     def __init__(self, meshes: NestedMeshes) -> None:
-        n, Vc, Vf = meshes.cells, meshes.Vc, meshes.Vf
+        n, Vc = meshes.cells, meshes.Vc
         n_owned = Vc.dof_dset.size
         points = fd.Function(fd.VectorFunctionSpace(meshes.coarse, "CG", 1)).interpolate(
             fd.SpatialCoordinate(meshes.coarse)).dat.data_ro_with_halos.copy()
         colour, interior = lattice_colours(points, n)
-        self.pou = []
-        for c in range(COLOURS):
-            xc, xf = fd.Function(Vc), fd.Function(Vf)
-            xc.dat.data_wo[:] = colour[:n_owned] == c
-            fd.prolong(xc, xf)
-            self.pou.append(xf)
+        self.pou = [meshes.prolong(colour[:n_owned] == c) for c in range(COLOURS)]
         dg0 = fd.FunctionSpace(meshes.fine, "DG", 0)
         self.grad_sum = fd.Function(dg0).interpolate(
             sum(fd.inner(fd.grad(x), fd.grad(x)) for x in self.pou))

@@ -37,6 +37,14 @@ class NestedMeshes:
         shape (owned coarse cells, refinement^2 * 3) (nodes shared by fine cells repeat)."""
         return self.Vf.cell_node_map().values[self.children].reshape(len(self.children), -1)
 
+    def prolong(self, coarse_values: np.ndarray) -> fd.Function:
+        """The coarse P1 function with these owned dof values, prolonged exactly to the fine
+        P1 space (the fine mesh is nested in the coarse one)."""
+        yc, yf = fd.Function(self.Vc), fd.Function(self.Vf)
+        yc.dat.data_wo[:] = coarse_values
+        fd.prolong(yc, yf)
+        return yf
+
     def coarse_vertices(self) -> np.ndarray:
         """Local coarse P1 node numbers of the vertices of each owned coarse cell, (n, 3)."""
         return self.Vc.cell_node_map().values[:len(self.children)]

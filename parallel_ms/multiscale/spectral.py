@@ -41,7 +41,6 @@ from parallel_ms.problems import Problem
 #: the shift of ARPACK's shift-invert mode: just below the smallest eigenvalue, 0, so that
 #: A_i - SHIFT S_i is positive definite (A_i alone is singular: the constants)
 SHIFT = -1e-3
-EIGENSOLVERS = ("sparse", "dense")
 
 
 def _sequential(mat: PETSc.Mat) -> scipy.sparse.csr_matrix:

@@ -33,14 +33,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import firedrake as fd
-import numpy as np
 from mpi4py import MPI
 
 from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.problem import CoarseProblem
 from parallel_ms.config import GmsfemConfig
 from parallel_ms.errors import UserError
-from parallel_ms.multiscale.nested import NestedMeshes, nested_meshes
+from parallel_ms.multiscale.nested import nested_meshes
 from parallel_ms.multiscale.solver import GmsfemSolver
 from parallel_ms.problems import Problem
 from parallel_ms.reference.solver import block_tensors, solve_temperature_drops, upscaled_k11
@@ -119,14 +118,6 @@ def _timed(comm: MPI.Comm, call: Callable[[], T]) -> tuple[T, float]:
     return out, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
 
 
-def _on_fine(meshes: NestedMeshes, coarse_values: np.ndarray) -> fd.Function:
-    """A coarse P1 function (owned dof values) prolonged exactly to the fine P1 space."""
-    yc, yf = fd.Function(meshes.Vc), fd.Function(meshes.Vf)
-    yc.dat.data_wo[:] = coarse_values
-    fd.prolong(yc, yf)
-    return yf
-
-
 def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
                  settings: GmsfemConfig | None = None, solver: str = "mumps",
                  comm: MPI.Comm = MPI.COMM_WORLD, operator: "SubspaceUNet | None" = None
@@ -168,8 +159,8 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
         block_tensors(problem, us, blocks).reshape(-1, 2, 2))[0]
     scalar = CoarseProblem(meshes.coarse, problem).state(upscaled_k11(problem, us[0]))
     (study.p1_upscaled_rel_l2, study.p1_upscaled_rel_h1,
-     study.p1_upscaled_rel_energy) = relative_errors(_on_fine(meshes, tensor), us[0], k)
+     study.p1_upscaled_rel_energy) = relative_errors(meshes.prolong(tensor), us[0], k)
     (study.p1_scalar_rel_l2, study.p1_scalar_rel_h1,
-     study.p1_scalar_rel_energy) = relative_errors(_on_fine(meshes, scalar), us[0], k)
+     study.p1_scalar_rel_energy) = relative_errors(meshes.prolong(scalar), us[0], k)
     study.p1_dofs = (cells - 1) ** 2
     return study
