@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,11 @@ from mpi4py import MPI
 
 from common import machine, write_json
 
+from parallel_ms import parallel
+
 
 def _timed(fn, comm: MPI.Comm) -> float:
-    comm.barrier()
-    t0 = time.perf_counter()
-    fn()
-    return comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    return parallel.slowest(comm, fn)[1]
 
 
 def _solver_name(cp) -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,15 +42,8 @@ from mpi4py import MPI
 
 from common import machine, write_json
 
+from parallel_ms import parallel
 from parallel_ms.config import CHOICES
-
-
-def _slowest(comm: MPI.Comm, call: Callable[[], Any]) -> tuple[Any, float]:
-    """call()'s result and its wall time, the slowest rank's."""
-    comm.barrier()
-    t0 = time.perf_counter()
-    out = call()
-    return out, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
 
 
 class _Tabulated:
@@ -75,13 +67,13 @@ def _patch_timing(patch, model, coefficients, basis: int, eigensolver: str, repe
     mask = torch.from_numpy(patch.mask)
     best: dict[str, float] = {}
     for _ in range(repeats):
-        tables, t_kq = _slowest(comm, lambda: [_Tabulated(c, patch.quadrature_points)
+        tables, t_kq = parallel.slowest(comm, lambda: [_Tabulated(c, patch.quadrature_points)
                                                for c in coefficients])
-        _, t_eig = _slowest(comm, lambda: [patch.spectral_basis(t, basis, eigensolver)
+        _, t_eig = parallel.slowest(comm, lambda: [patch.spectral_basis(t, basis, eigensolver)
                                            for t in tables])
-        images, t_kn = _slowest(comm, lambda: torch.from_numpy(
+        images, t_kn = parallel.slowest(comm, lambda: torch.from_numpy(
             np.array([log_k_image(patch, c) for c in coefficients])).float())
-        _, t_op = _slowest(comm, lambda: predict_bases(model, images, mask))
+        _, t_op = parallel.slowest(comm, lambda: predict_bases(model, images, mask))
         for key, value in (("k_quadrature_s", t_kq), ("eigensolve_s", t_eig),
                            ("k_nodes_s", t_kn), ("operator_s", t_op)):
             best[key] = min(best.get(key, float("inf")), value)
@@ -126,10 +118,10 @@ def _held_out_case(name: str, args, patch, model, ctx) -> dict[str, Any]:
     hoods = gmsfem.hoods
     t_local = t_operator = float("inf")
     for _ in range(args.repeats):           # in turn, so that both ways see the same load
-        pairs, t = _slowest(comm, lambda: LocalProblems(problem, meshes, hoods).eigenpairs(
+        pairs, t = parallel.slowest(comm, lambda: LocalProblems(problem, meshes, hoods).eigenpairs(
             L, 0.0, args.eigensolver))
         t_local = min(t_local, t)
-        predicted, t = _slowest(comm, lambda: NeighbourhoodPatches(
+        predicted, t = parallel.slowest(comm, lambda: NeighbourhoodPatches(
             patch, problem, meshes, hoods).operator_pairs(model))
         t_operator = min(t_operator, t)
     mask = torch.from_numpy(patch.mask)
@@ -204,13 +196,13 @@ def main() -> None:
                              f"{info['refinement']}, {model.hyper['count']}; asked for "
                              f"{args.cells}, {args.refinement}, {L}")
     else:
-        data, t_data = _slowest(comm, lambda: sample_shard(
+        data, t_data = parallel.slowest(comm, lambda: sample_shard(
             patch, PatchSampler(args.cells, seed=args.seed), args.train, L, comm))
         torch.manual_seed(args.seed)
         model = SubspaceUNet(data.mask, L, width=args.width, levels=args.levels)
         settings = TrainSettings(steps=args.steps, batch=args.batch, lr=args.lr,
                                  seed=args.seed, log_every=max(1, args.steps // 10))
-        history, t_train = _slowest(comm, lambda: train(model, data, args.train, settings,
+        history, t_train = parallel.slowest(comm, lambda: train(model, data, args.train, settings,
                                                         ctx))
         training = {"data_s": t_data, "train_s": t_train,
                     "final_batch_loss": history[-1]["loss"]}

@@ -17,6 +17,7 @@ import gc
 import os
 import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from types import TracebackType
@@ -122,6 +123,15 @@ def finalize() -> None:
     if "petsc4py.PETSc" in sys.modules:
         from petsc4py import PETSc
         PETSc._finalize()
+
+
+def slowest(comm: MPI.Comm, call: Callable[[], T]) -> tuple[T, float]:
+    """``call()``'s result and its wall time on the slowest rank of ``comm`` (started
+    together: a barrier first)."""
+    comm.barrier()
+    t0 = time.perf_counter()
+    out = call()
+    return out, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
 
 
 def allreduce_sum(x: T, comm: MPI.Comm = MPI.COMM_WORLD) -> T:

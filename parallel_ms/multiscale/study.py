@@ -28,13 +28,13 @@ a machine fills Firedrake's disk cache).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence
 
 import firedrake as fd
 from mpi4py import MPI
 
+from parallel_ms import parallel
 from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.problem import CoarseProblem
 from parallel_ms.config import GmsfemConfig
@@ -47,7 +47,6 @@ from parallel_ms.reference.solver import block_tensors, solve_temperature_drops,
 if TYPE_CHECKING:
     from parallel_ms.multiscale.operator import SubspaceUNet
 
-T = TypeVar("T")
 #: what ``p1_upscaled_rel_l2`` of the JSON output is
 P1_UPSCALING = "block-tensor: K~ per coarse square by Algorithm 4.1 from the fine temperature drops"
 
@@ -111,13 +110,6 @@ def relative_errors(v: fd.Function, u: fd.Function, k: Any) -> tuple[float, floa
     return ratio(v - u, u), ratio(grad_e, fd.grad(u)), ratio(grad_e, fd.grad(u), k)
 
 
-def _timed(comm: MPI.Comm, call: Callable[[], T]) -> tuple[T, float]:
-    """call() and the slowest rank's wall time for it."""
-    t0 = time.perf_counter()
-    out = call()
-    return out, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-
-
 def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
                  settings: GmsfemConfig | None = None, solver: str = "mumps",
                  comm: MPI.Comm = MPI.COMM_WORLD, operator: "SubspaceUNet | None" = None
@@ -134,23 +126,23 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
         raise UserError(f"GMsFEM needs a 2D case; '{problem.name}' is {problem.dim}D",
                         collective=True)
     meshes = nested_meshes(cells, settings.refinement, comm)
-    us, fine_s = _timed(comm, lambda: solve_temperature_drops(problem, meshes.Vf, 2, solver))
+    us, fine_s = parallel.slowest(comm, lambda: solve_temperature_drops(problem, meshes.Vf, 2, solver))
     study = Study(problem.name, dict(problem.params), problem.eps, cells, settings.refinement,
                   settings.threshold, settings.eigensolver, comm.size, meshes.Vf.dim(), fine_s)
     k = problem.k_ufl(meshes.fine)
     study.u_over_w = fd.norm(us[0]) / fd.norm(us[0] + fd.SpatialCoordinate(meshes.fine)[0])
-    gmsfem, shared_s = _timed(comm, lambda: GmsfemSolver(problem, meshes, settings))
+    gmsfem, shared_s = parallel.slowest(comm, lambda: GmsfemSolver(problem, meshes, settings))
     for basis in bases:
-        (space, coarse), offline_s = _timed(comm, lambda: gmsfem.space(basis))
-        u_ms, online_s = _timed(comm, lambda: gmsfem.solve(space, coarse))
+        (space, coarse), offline_s = parallel.slowest(comm, lambda: gmsfem.space(basis))
+        u_ms, online_s = parallel.slowest(comm, lambda: gmsfem.solve(space, coarse))
         study.rows.append(BasisRow(basis, *relative_errors(u_ms, us[0], k), space.dofs,
                                    shared_s + offline_s, online_s))
         coarse.destroy()
     if operator is not None:
-        learned, shared_s = _timed(comm, lambda: GmsfemSolver(problem, meshes, settings,
+        learned, shared_s = parallel.slowest(comm, lambda: GmsfemSolver(problem, meshes, settings,
                                                               operator))
-        (space, coarse), offline_s = _timed(comm, learned.space)
-        u_ms, online_s = _timed(comm, lambda: learned.solve(space, coarse))
+        (space, coarse), offline_s = parallel.slowest(comm, learned.space)
+        u_ms, online_s = parallel.slowest(comm, lambda: learned.solve(space, coarse))
         study.rows.append(BasisRow(operator.hyper["count"], *relative_errors(u_ms, us[0], k),
                                    space.dofs, shared_s + offline_s, online_s, "operator"))
         coarse.destroy()
