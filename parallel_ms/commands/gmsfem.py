@@ -14,7 +14,7 @@ from mpi4py import MPI
 
 from parallel_ms import parallel, resources
 from parallel_ms.commands.options import (add_debug_option, non_negative_float, path,
-                                          positive_float, positive_int)
+                                          positive_float, positive_int, typed)
 from parallel_ms.config import CHOICES, GmsfemConfig
 from parallel_ms.errors import UserError
 
@@ -28,27 +28,19 @@ DEFAULT_CELLS = 10
 DEFAULT_BASES = (1, 2, 4, 8)
 
 
-def _bases(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1 or max(values) > 1000:
-        raise argparse.ArgumentTypeError(f"'{text}' (allowed: comma-separated integers from 1 "
-                                         f"to 1000, e.g. 1,2,4,8)")
-    return values
-
-
-def _param(text: str) -> tuple[str, float]:
+def _name_value(text: str) -> tuple[str, float]:
+    """NAME=NUMBER as (NAME, NUMBER); ValueError otherwise."""
     name, sep, value = text.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        sep = ""
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"'{text}' (allowed: NAME=NUMBER, a parameter of the "
-                                         f"case, e.g. contrast=1e5)")
-    return name, number
+        raise ValueError(text)
+    return name, float(value)
+
+
+_bases = typed(lambda text: tuple(int(t) for t in text.split(",")),
+               lambda values: 1 <= min(values) and max(values) <= 1000,
+               "comma-separated integers from 1 to 1000, e.g. 1,2,4,8")
+_param = typed(_name_value, lambda _: True,
+               "NAME=NUMBER, a parameter of the case, e.g. contrast=1e5")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

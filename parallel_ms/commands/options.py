@@ -19,7 +19,7 @@ SHORTCUTS = {"case": ("problem.case",), "eps": ("problem.eps",), "method": ("tra
              "device": ("parallel.device",)}
 
 
-def _typed(convert: type, check: "typing.Callable[[Any], bool]", allowed: str
+def typed(convert: type, check: "typing.Callable[[Any], bool]", allowed: str
            ) -> "typing.Callable[[str], Any]":
     """An argparse type: ``convert(text)``, refused (one line: the value and what is allowed)
     unless ``check`` holds."""
@@ -36,11 +36,11 @@ def _typed(convert: type, check: "typing.Callable[[Any], bool]", allowed: str
 
 
 #: argparse types of the commands' own options (the run settings are checked by config)
-positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-non_negative_float = _typed(float, lambda v: math.isfinite(v) and v >= 0,
+positive_float = typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+non_negative_float = typed(float, lambda v: math.isfinite(v) and v >= 0,
                             "a finite number >= 0")
-positive_int = _typed(int, lambda v: 0 < v < config.INT_LIMIT, "an integer >= 1")
-path = _typed(Path, lambda v: str(v) not in ("", "."), "a non-empty path")
+positive_int = typed(int, lambda v: 0 < v < config.INT_LIMIT, "an integer >= 1")
+path = typed(Path, lambda v: str(v) not in ("", "."), "a non-empty path")
 
 
 class _Debug(argparse.Action):
