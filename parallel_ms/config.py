@@ -105,6 +105,9 @@ class CoarseConfig:
     partitioner: str = "simple"     #: PETSc partitioner of the coarse DMPlex: simple (cells
                                     #: in numbering order: the same shards in every run) |
                                     #: ptscotch | parmetis (may differ from run to run)
+    space: str = "p1"               #: the hybrid's coarse space: p1 (P1 with the upscaled K~
+                                    #: from the network, paper 000) | gmsfem (the GMsFEM
+                                    #: space of [gmsfem] with K_eps itself, no K~; 2D)
 
 
 @dataclass
@@ -230,6 +233,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.method": ("pinn", "hybrid"),
     "train.best_by": ("estimate", "loss"),
     "coarse.partitioner": ("simple", "ptscotch", "parmetis"),
+    "coarse.space": ("p1", "gmsfem"),
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
     "coupling.upscaling": ("isotropic", "block-tensor"),

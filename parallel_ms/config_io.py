@@ -260,6 +260,11 @@ def validate(cfg: Config) -> None:
     if cfg.coupling.upscaling == "block-tensor" and cfg.coupling.k22 is not None:
         raise _error("coupling.k22", cfg.coupling.k22,
                      "none with coupling.upscaling = 'block-tensor' (it upscales all entries)")
+    if cfg.coarse.space == "gmsfem" and (cfg.coupling.upscaling != "isotropic"
+                                         or cfg.coupling.k22 is not None):
+        raise _error("coarse.space", cfg.coarse.space,
+                     "'p1' with coupling.upscaling = 'block-tensor' or coupling.k12/k22 (the "
+                     "GMsFEM space takes K_eps itself, no K~)")
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
@@ -274,6 +279,9 @@ def validate(cfg: Config) -> None:
         problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     except UserError as err:
         raise UserError(f"problem.case: {err}", collective=True) from None   # names the case
+    if problem.dim != 2 and cfg.coarse.space != "p1":
+        raise _error("coarse.space", cfg.coarse.space,
+                     f"'p1' for the {problem.dim}D case '{problem.name}' (GMsFEM is 2D)")
     if problem.dim != 2 and cfg.coupling.upscaling != "isotropic":
         raise _error("coupling.upscaling", cfg.coupling.upscaling,
                      f"'isotropic' for the {problem.dim}D case '{problem.name}'")

@@ -48,7 +48,8 @@ def bounds_inactive(s):
         net.output.weight.mul_(0.1)
         net.output.bias.mul_(0.1)
     up = s.objective.coupling.upscaling
-    up.reuss, up.voigt = 0.5 * up.reuss, 2.0 * up.voigt
+    if hasattr(up, "reuss"):                 # not the GMsFEM space, which has no K~
+        up.reuss, up.voigt = 0.5 * up.reuss, 2.0 * up.voigt
     return s
 
 

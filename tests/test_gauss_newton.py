@@ -1,5 +1,5 @@
 """Gauss-Newton training: the objective as residual rows, products with their Jacobian
-(PINN, hybrid isotropic / given K~_12, K~_22 / block tensor), the explicit Jacobian, and the
+(PINN, hybrid isotropic / given K~_12, K~_22 / block tensor / GMsFEM space), the explicit Jacobian, and the
 parallel step (replicas bitwise equal, n ranks = 1 rank). Run on 1, 2 and 3 ranks."""
 import dataclasses
 
@@ -32,6 +32,8 @@ CASES = {
     "hybrid-k12-k22": HYBRID_2D + ["coupling.k12=0.1", "coupling.k22=1.5"],
     "hybrid-block-tensor": HYBRID_2D + ["coupling.upscaling=block-tensor",
                                         "coupling.blocks=[2,2]", "coupling.tau2=1e4"],
+    "hybrid-gmsfem": HYBRID_2D + ["coarse.space=gmsfem", "gmsfem.refinement=4",
+                                  "gmsfem.basis=2", "coupling.tau2=1"],
     "pinn-2d-weak": ["problem.case=paper-2d", "loss.tau_weak=10", "loss.weak_cells=3"],
     "hybrid-block-tensor-weak": HYBRID_2D + [
         "coupling.upscaling=block-tensor", "coupling.blocks=[2,2]", "coupling.tau2=1e4",
@@ -144,6 +146,7 @@ def _flat(s):
 @pytest.mark.mpi
 @pytest.mark.parametrize("case,solver,extra", [
     ("pinn-2d", "cholesky", []), ("hybrid-isotropic", "cholesky", []),
+    ("hybrid-gmsfem", "cholesky", []),
     ("hybrid-isotropic", "cg", []), ("pinn-2d-weak", "cholesky", []), ("pinn-2d-weak", "cg", []),
     ("pinn-2d", "cholesky", ["optimizer.gn_momentum=0.9"]),
     ("hybrid-isotropic", "cg", ["optimizer.gn_momentum=0.9"]),

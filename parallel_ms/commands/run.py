@@ -87,8 +87,7 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
                     f"{s.n_interior} interior + {s.n_boundary} boundary points on "
                     f"{ctx.size} rank(s), device {ctx.device}; run directory {run_dir.path}")
     if trainer.s.objective.coupling is not None:
-        from parallel_ms.coarse.problem import describe_solver
-        parallel.print0(describe_solver(trainer.s.objective.coupling.coarse.V))
+        parallel.print0(trainer.s.objective.coupling.describe())
 
     def save() -> None:
         replicated, mine = trainer.state_dict()

@@ -5,7 +5,9 @@
 
 one coarse state y_i per network output (one for the paper's K~_11 upscaling, two for the
 block-tensor upscaling of Algorithm 4.1). The upscaling and its coercivity safeguard live in
-:mod:`.upscaling`, the coarse problems in :mod:`parallel_ms.coarse`.
+:mod:`.upscaling`, the coarse problems in :mod:`parallel_ms.coarse`; on the GMsFEM space
+(``space = "gmsfem"``) the state is the multiscale solution of :mod:`.multiscale_state`, which
+takes K_eps itself (no K~, no adjoint part).
 
 Reduced gradient (3.13)/(4.28): with the adjoints B p_i = 2 tau_2 W (Q v_i - y_i) (= -dJ/dy_i),
 
@@ -28,14 +30,17 @@ import torch
 
 from parallel_ms import parallel
 from parallel_ms.coarse.block_problem import BlockCoarseProblem
-from parallel_ms.coarse.problem import CoarseProblem
+from parallel_ms.coarse.problem import CoarseProblem, describe_solver
+from parallel_ms.config import GmsfemConfig
 from parallel_ms.coupling.compression import Compression
+from parallel_ms.coupling.multiscale_state import MultiscaleState, NoUpscaling
 from parallel_ms.coupling.upscaling import BlockTensorUpscaling, ScalarUpscaling
 from parallel_ms.errors import UserError
 from parallel_ms.problems import Problem
 
 WEIGHTS = ("uniform", "lumped")
 UPSCALINGS = ("isotropic", "block-tensor")
+SPACES = ("p1", "gmsfem")
 
 
 @dataclass
@@ -51,26 +56,32 @@ class Coupling:
                  points: np.ndarray, k_points: torch.Tensor, n_global: int, delta: float,
                  tau2: float, weights: str = "uniform", k12: float | None = None,
                  k22: float | None = None, upscaling: str = "isotropic",
-                 blocks: Sequence[int] = (1, 1)) -> None:
+                 blocks: Sequence[int] = (1, 1), space: str = "p1",
+                 gmsfem: GmsfemConfig | None = None, partitioner: str = "simple") -> None:
         """The coupling of the fine problem on this rank's collocation ``points`` (with the
         points ``k_points`` of the Monte-Carlo upscaling, ``n_global`` of them on all ranks) to
         the coarse problem on ``mesh`` (``cells`` per direction): compression radius ``delta``
         of Q_delta (2.9), (3.26), weight ``tau2`` (3.1), node weights ``weights`` (uniform |
         lumped), the given K~_12, K~_22 ``k12``/``k22`` (2D), the ``upscaling`` (isotropic
-        (4.10) | block-tensor, Algorithm 4.1) and its ``blocks`` per direction."""
+        (4.10) | block-tensor, Algorithm 4.1) and its ``blocks`` per direction; the coarse
+        ``space``: p1 (the upscaled K~, paper 000) | gmsfem (:mod:`.multiscale_state` with the
+        ``gmsfem`` settings on nested meshes partitioned by ``partitioner``, 2D)."""
         n = cells
         self.comm = mesh.comm
-        if (k12 is not None or k22 is not None or upscaling != "isotropic") \
-                and problem.dim != 2:
-            raise UserError(f"coupling.k12/k22 and block-tensor upscaling are for 2D cases; "
+        if (k12 is not None or k22 is not None or upscaling != "isotropic"
+                or space != "p1") and problem.dim != 2:
+            raise UserError(f"coupling.k12/k22, block-tensor upscaling and the GMsFEM coarse "
+                            f"space are for 2D cases; "
                             f"'{problem.name}' is {problem.dim}D", collective=True)
         if upscaling == "block-tensor" and any(n % b for b in blocks):
             raise UserError(f"coupling.blocks = {list(blocks)} with coarse.cells = {n}: blocks "
                             f"must be unions of coarse cells (allowed: divisors of {n})",
                             collective=True)
         self.n, self.delta, self.kind, self.blocks = n, delta, upscaling, tuple(blocks)
-        self.coarse: CoarseProblem | BlockCoarseProblem = (
-            BlockCoarseProblem(mesh, problem, blocks) if upscaling == "block-tensor"
+        self.coarse: CoarseProblem | BlockCoarseProblem | MultiscaleState = (
+            MultiscaleState(problem, mesh, n, gmsfem or GmsfemConfig(), partitioner)
+            if space == "gmsfem"
+            else BlockCoarseProblem(mesh, problem, blocks) if upscaling == "block-tensor"
             else CoarseProblem(mesh, problem, k12, k22))
         self.set_points(points, k_points, n_global)
         if k22 is not None:
@@ -90,11 +101,17 @@ class Coupling:
 
     def set_points(self, points: np.ndarray, k_points: torch.Tensor, n_global: int) -> None:
         """(New) collocation points, e.g. after adaptive resampling: the compression operator
-        and the upscaling's point data are rebuilt; the coarse problem is kept."""
+        and the upscaling's point data are rebuilt (a multiscale state is compressed anew);
+        the coarse problem is kept."""
         self.compression = Compression(self.coarse.V, self.n, points, self.delta)
-        self.upscaling: ScalarUpscaling | BlockTensorUpscaling = (
-            BlockTensorUpscaling(points, k_points, self.blocks, self.comm)
-            if self.kind == "block-tensor" else ScalarUpscaling(k_points, n_global, self.comm))
+        self.upscaling: ScalarUpscaling | BlockTensorUpscaling | NoUpscaling
+        if isinstance(self.coarse, MultiscaleState):
+            self.upscaling = NoUpscaling()
+            self.coarse.compress(self.compression, points)
+        elif self.kind == "block-tensor":
+            self.upscaling = BlockTensorUpscaling(points, k_points, self.blocks, self.comm)
+        else:
+            self.upscaling = ScalarUpscaling(k_points, n_global, self.comm)
 
     @property
     def outputs(self) -> int:
@@ -115,6 +132,12 @@ class Coupling:
         k, active = self.upscaling.bound(k_raw)
         self.ys = self.coarse.states(k)
         self.state = CouplingState(k, k_raw, active, self.state.coupling)
+
+    def describe(self) -> str:
+        """The coarse problem's size and solver in words, for a run's header."""
+        if isinstance(self.coarse, MultiscaleState):
+            return self.coarse.describe()
+        return describe_solver(self.coarse.V)
 
     def log_values(self) -> dict[str, Any]:
         st = self.state

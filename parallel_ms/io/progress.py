@@ -16,9 +16,10 @@ def log_line(row: dict[str, Any]) -> str:
     parts = [f"step {row['step']:>6}", f"loss {row['loss']:.4e}", f"res {row['residual']:.3e}"]
     if "boundary" in row:
         parts.append(f"bnd {row['boundary']:.3e}")
+    if "R" in row:
+        parts.append(f"R {row['R']:.3e}")
     if "k11" in row:
-        parts.append(f"R {row['R']:.3e}  K~ {row['k11']:.4f}"
-                     + (" (bound)" if row["bound_active"] else ""))
+        parts.append(f"K~ {row['k11']:.4f}" + (" (bound)" if row["bound_active"] else ""))
     if row.get("damping") is not None:                  # a Gauss-Newton step
         parts.append(f"damping {row['damping']:.1e}"
                      + (f"  CG {row['cg_iters']}" if row["cg_iters"] else ""))
