@@ -178,6 +178,11 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
         out.append(Estimate("the compression operator Q_delta",
                             cfg.sampling.interior / ranks * ball * COMPRESSION_PER_NONZERO,
                             "coupling.delta / coarse.cells / sampling.interior"))
+        if cfg.coarse.space == "gmsfem":        # the nested fine mesh: as a P1 reference
+            fine = float(cells * cfg.gmsfem.refinement + 1) ** dim
+            out.append(Estimate(f"the GMsFEM fine mesh ({fine:.3g} P1 dofs)",
+                                fine * REFERENCE_PER_DOF[dim, 1] / ranks,
+                                "gmsfem.refinement / coarse.cells"))
     p = float(parameter_count(cfg, dim, outputs))
     history = spec(cfg.optimizer.kind).history
     vectors = 4 + (2 * cfg.optimizer.lbfgs_history if history else 0)

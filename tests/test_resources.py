@@ -64,6 +64,11 @@ def test_estimates_grow_with_the_settings_and_shrink_with_ranks():
     grown = {e.setting: e.nbytes for e in resources.run_estimates(more, problem, 1)}
     key = "sampling.interior / sampling.boundary"
     assert grown[key] == pytest.approx(one[key] * 2562 / 258)
+    gms = config.load(None, ["problem.case=paper-2d", "train.method=hybrid", "coarse.cells=8",
+                             "coarse.space=gmsfem", "gmsfem.refinement=4"])
+    fine = {e.setting: e.nbytes for e in resources.run_estimates(gms, get_case("paper-2d"), 2)}
+    assert fine["gmsfem.refinement / coarse.cells"] == pytest.approx(
+        33 ** 2 * resources.REFERENCE_PER_DOF[2, 1] / 2)       # 8 x 4 fine cells per direction
     from parallel_ms.fine.model import build_network
     for kind in ("msff", "mlp", "two-scale"):
         c = config.load(None, [*TINY, f"network.kind={kind}", "network.depth=3",

@@ -80,12 +80,15 @@ def edges(n: int, parts: int) -> list[int]:
 def by_columns(jac: torch.Tensor, counts: list[int], comm: MPI.Comm) -> torch.Tensor:
     """The Jacobian regrouped: every rank's rows (this rank's: ``jac``; ``counts``: every
     rank's row count) of this rank's block of parameter columns (:func:`edges`), N x P_c,
-    by one all-to-all."""
+    by one all-to-all. Holds at most two more copies of ``jac``'s size (the send and
+    receive buffers)."""
     if comm.size == 1:
         return jac.detach()
     cols = edges(jac.shape[1], comm.size)
-    send = torch.cat([jac.detach()[:, a:b].reshape(-1) for a, b in zip(cols, cols[1:])])
     send_counts = [jac.shape[0] * (b - a) for a, b in zip(cols, cols[1:])]
+    send = jac.new_empty(sum(send_counts))          # the column blocks copied in, one by one:
+    for (a, b), start in zip(zip(cols, cols[1:]), _displacements(send_counts)):  # no temporary
+        send[start:start + jac.shape[0] * (b - a)].view(-1, b - a).copy_(jac.detach()[:, a:b])
     width = cols[comm.rank + 1] - cols[comm.rank]
     recv_counts = [n * width for n in counts]
     if _on_process_group(jac, comm):

@@ -72,11 +72,13 @@ class SampleSpace(CurvatureSolver):
 
     @staticmethod
     def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
-        """This rank's Jacobian rows and its column block of J (N x P / n), and the kernel:
-        its partial sum, the sum, the shifted copy and the factor (4 N x N), N = rows x
-        ranks."""
+        """This rank's Jacobian rows, and on several ranks the all-to-all's send and
+        receive buffers (its column block of J, N x P / n, is the receive buffer), and the
+        kernel: its partial sum, the sum, the shifted copy and the factor (4 N x N),
+        N = rows x ranks. Bounded by their sum. Measured: docs/results.md §2.3."""
         n = rows * ranks
-        return itemsize * (2 * rows * parameters + 4 * n * n)
+        copies = 3 if ranks > 1 else 1
+        return itemsize * (copies * rows * parameters + 4 * n * n)
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
