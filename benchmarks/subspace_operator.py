@@ -107,7 +107,7 @@ def _held_out_case(name: str, args, patch, model, ctx) -> dict[str, Any]:
     from parallel_ms.multiscale.solver import GmsfemSolver
     from parallel_ms.multiscale.space import MultiscaleSpace
     from parallel_ms.multiscale.spectral import LocalProblems
-    from parallel_ms.multiscale.study import relative_errors
+    from parallel_ms.reference.metrics import fe_relative_errors
     from parallel_ms.problems import get_case
     from parallel_ms.reference.solver import solve_temperature_drops
     comm, L = ctx.comm, args.basis
@@ -144,7 +144,7 @@ def _held_out_case(name: str, args, patch, model, ctx) -> dict[str, Any]:
                              pairs, args.perturbation, comm.rank)))):
         coarse = space.galerkin(gmsfem.A)
         errors[label] = dict(zip(("rel_l2", "rel_h1", "rel_energy"),
-                                 relative_errors(gmsfem.solve(space, coarse), u, k)))
+                                 fe_relative_errors(gmsfem.solve(space, coarse), u, k)))
         coarse.destroy()
     return {"case": name, "params": dict(problem.params), "subspace": subspace,
             "patch_timing": timing,

@@ -112,12 +112,10 @@ def preflight(args: argparse.Namespace
               ) -> tuple["Problem", GmsfemConfig, "SubspaceUNet | None"]:
     """The case, the settings, the operator of ``--basis-from`` and the memory estimate,
     checked before anything is allocated (one collective line each)."""
-    from parallel_ms.multiscale.nested import check_sizes
+    from parallel_ms.multiscale.nested import check_sizes, require_2d
     from parallel_ms.problems import get_case
     problem = get_case(args.case, eps=args.eps, **dict(args.param))
-    if problem.dim != 2:
-        raise UserError(f"gmsfem needs a 2D case; '{args.case}' is {problem.dim}D",
-                        collective=True)
+    require_2d(problem)
     check_sizes(args.cells, args.refinement)
     resources.check([resources.reference_estimate(
         problem, 1, args.cells * args.refinement, MPI.COMM_WORLD.size, "--cells/--refinement",

@@ -17,6 +17,7 @@ from mpi4py import MPI
 
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.errors import UserError
+from parallel_ms.problems import Problem
 
 
 @dataclass
@@ -48,6 +49,13 @@ class NestedMeshes:
     def coarse_vertices(self) -> np.ndarray:
         """Local coarse P1 node numbers of the vertices of each owned coarse cell, (n, 3)."""
         return self.Vc.cell_node_map().values[:len(self.children)]
+
+
+def require_2d(problem: Problem) -> None:
+    """One collective line for a case GMsFEM cannot take (the nested meshes are 2D)."""
+    if problem.dim != 2:
+        raise UserError(f"GMsFEM needs a 2D case; '{problem.name}' is {problem.dim}D",
+                        collective=True)
 
 
 def check_sizes(cells: int, refinement: int) -> int:

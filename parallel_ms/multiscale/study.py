@@ -38,10 +38,10 @@ from parallel_ms import parallel
 from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.problem import CoarseProblem
 from parallel_ms.config import GmsfemConfig
-from parallel_ms.errors import UserError
-from parallel_ms.multiscale.nested import nested_meshes
+from parallel_ms.multiscale.nested import nested_meshes, require_2d
 from parallel_ms.multiscale.solver import GmsfemSolver
 from parallel_ms.problems import Problem
+from parallel_ms.reference.metrics import fe_relative_errors
 from parallel_ms.reference.solver import block_tensors, solve_temperature_drops, upscaled_k11
 
 if TYPE_CHECKING:
@@ -99,17 +99,6 @@ class Study:
         return asdict(self)
 
 
-def relative_errors(v: fd.Function, u: fd.Function, k: Any) -> tuple[float, float, float]:
-    """Relative errors of v against u (same mesh): L2, H1 seminorm (L2 norm of the gradient)
-    and energy norm (int k |grad e|^2)^(1/2), the norm in which the Galerkin solution in a
-    larger space is never worse."""
-    def ratio(e: Any, ref: Any, weight: Any = 1.0) -> float:
-        return math.sqrt(fd.assemble(weight * fd.inner(e, e) * fd.dx)
-                         / fd.assemble(weight * fd.inner(ref, ref) * fd.dx))
-    grad_e = fd.grad(v - u)
-    return ratio(v - u, u), ratio(grad_e, fd.grad(u)), ratio(grad_e, fd.grad(u), k)
-
-
 def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
                  settings: GmsfemConfig | None = None, solver: str = "mumps",
                  comm: MPI.Comm = MPI.COMM_WORLD, operator: "SubspaceUNet | None" = None
@@ -122,9 +111,7 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
     settings = settings or GmsfemConfig()
     if operator is not None:
         bases = sorted({*bases, operator.hyper["count"]})
-    if problem.dim != 2:
-        raise UserError(f"GMsFEM needs a 2D case; '{problem.name}' is {problem.dim}D",
-                        collective=True)
+    require_2d(problem)
     meshes = nested_meshes(cells, settings.refinement, comm)
     us, fine_s = parallel.slowest(comm, lambda: solve_temperature_drops(problem, meshes.Vf, 2, solver))
     study = Study(problem.name, dict(problem.params), problem.eps, cells, settings.refinement,
@@ -135,7 +122,7 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
     for basis in bases:
         (space, coarse), offline_s = parallel.slowest(comm, lambda: gmsfem.space(basis))
         u_ms, online_s = parallel.slowest(comm, lambda: gmsfem.solve(space, coarse))
-        study.rows.append(BasisRow(basis, *relative_errors(u_ms, us[0], k), space.dofs,
+        study.rows.append(BasisRow(basis, *fe_relative_errors(u_ms, us[0], k), space.dofs,
                                    shared_s + offline_s, online_s))
         coarse.destroy()
     if operator is not None:
@@ -143,7 +130,7 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
                                                               operator))
         (space, coarse), offline_s = parallel.slowest(comm, learned.space)
         u_ms, online_s = parallel.slowest(comm, lambda: learned.solve(space, coarse))
-        study.rows.append(BasisRow(operator.hyper["count"], *relative_errors(u_ms, us[0], k),
+        study.rows.append(BasisRow(operator.hyper["count"], *fe_relative_errors(u_ms, us[0], k),
                                    space.dofs, shared_s + offline_s, online_s, "operator"))
         coarse.destroy()
     blocks = (cells, cells)
@@ -151,8 +138,8 @@ def gmsfem_study(problem: Problem, cells: int, bases: Sequence[int],
         block_tensors(problem, us, blocks).reshape(-1, 2, 2))[0]
     scalar = CoarseProblem(meshes.coarse, problem).state(upscaled_k11(problem, us[0]))
     (study.p1_upscaled_rel_l2, study.p1_upscaled_rel_h1,
-     study.p1_upscaled_rel_energy) = relative_errors(meshes.prolong(tensor), us[0], k)
+     study.p1_upscaled_rel_energy) = fe_relative_errors(meshes.prolong(tensor), us[0], k)
     (study.p1_scalar_rel_l2, study.p1_scalar_rel_h1,
-     study.p1_scalar_rel_energy) = relative_errors(meshes.prolong(scalar), us[0], k)
+     study.p1_scalar_rel_energy) = fe_relative_errors(meshes.prolong(scalar), us[0], k)
     study.p1_dofs = (cells - 1) ** 2
     return study

@@ -8,7 +8,7 @@ integrals are assembled by Firedrake and summed over ranks, so 1 and n ranks agr
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import firedrake as fd
 import numpy as np
@@ -80,3 +80,14 @@ def torch_point_function(model: torch.nn.Module, dtype: torch.dtype = torch.floa
         return np.concatenate(values), np.concatenate(grads)
 
     return fn
+
+
+def fe_relative_errors(v: fd.Function, u: fd.Function, k: Any) -> tuple[float, float, float]:
+    """Relative errors of the finite-element function v against u (same mesh): L2, H1 seminorm (L2 norm of the gradient)
+    and energy norm (int k |grad e|^2)^(1/2), the norm in which the Galerkin solution in a
+    larger space is never worse."""
+    def ratio(e: Any, ref: Any, weight: Any = 1.0) -> float:
+        return math.sqrt(fd.assemble(weight * fd.inner(e, e) * fd.dx)
+                         / fd.assemble(weight * fd.inner(ref, ref) * fd.dx))
+    grad_e = fd.grad(v - u)
+    return ratio(v - u, u), ratio(grad_e, fd.grad(u)), ratio(grad_e, fd.grad(u), k)

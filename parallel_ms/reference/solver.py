@@ -9,7 +9,6 @@ from :data:`DEFAULT_SOLVER` and the options database under the prefix ``referenc
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 from mpi4py import MPI
 from ufl.domain import extract_unique_domain
 
+from parallel_ms import parallel
 from parallel_ms.coarse.blocks import BlockPartition, tensor_from_averages
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.errors import UserError
@@ -173,9 +173,8 @@ def solve_reference(problem: Problem, degree: int = 1, resolution: int | None = 
                         collective=True)
     mesh = unit_mesh(problem.dim, n, comm, name=MESH_NAME)
     V = fd.FunctionSpace(mesh, "CG", degree)
-    t0 = time.perf_counter()
-    us = solve_temperature_drops(problem, V, 2 if tensor and problem.dim == 2 else 1, solver)
-    solve_time = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    us, solve_time = parallel.slowest(comm, lambda: solve_temperature_drops(
+        problem, V, 2 if tensor and problem.dim == 2 else 1, solver))
     for i, u in enumerate(us):
         u.rename(f"u{i + 1}")
     return Reference(problem, degree, n, mesh, us, upscaled_k11(problem, us[0]), solve_time)
