@@ -3,7 +3,7 @@ alone, on high-contrast cases: error against training time over seeds, the same 
 
     .venv/bin/python benchmarks/gmsfem_hybrid.py [--cases channels-2d high-contrast-2d]
         [--variants pinn hybrid-p1 hybrid-gmsfem] [--seeds 0 1 2] [--steps 30] [--ranks 2]
-        [--tau2 1e9] [--root DIR] [--json F]
+        [--tau2 1e9] [--set KEY=VALUE ...] [--root DIR] [--json F]
 
 Each run is ``mpiexec -n R python -m parallel_ms run --case NAME --method M --seed S`` with the
 case defaults (``parallel_ms/case_defaults.py``) and ``train.steps``, evaluated every 5 steps;
@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--tau2", type=float, default=1e9, help="coupling.tau2 of hybrid-gmsfem")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every run (after the variant's)")
     p.add_argument("--root", type=Path, default=ROOT / "runs" / "gmsfem_hybrid")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -54,6 +56,7 @@ def main() -> None:
             sets = [f"train.steps={args.steps}", "train.eval_every=5", *extra]
             if variant in ("hybrid-gmsfem", "hybrid-p1-strong"):
                 sets.append(f"coupling.tau2={args.tau2:g}")
+            sets += args.set
             root = args.root.resolve() / case / variant
             for seed in args.seeds:
                 s = run_seed(None, seed, args.ranks, sets, root,

@@ -369,6 +369,27 @@ def test_cases_benchmark_runs_each_case_with_its_defaults_and_tables_the_target(
     assert "| quasi-periodic-1d | pinn | 0.001 |" in out.stdout
 
 
+def test_gmsfem_hybrid_benchmark_runs_each_coarse_space_and_tables_them(tmp_path):
+    cmd = [sys.executable, "benchmarks/gmsfem_hybrid.py", "--cases", "channels-2d",
+           "--variants", "hybrid-p1", "hybrid-gmsfem", "--seeds", "0", "--ranks", "1",
+           "--steps", "2", "--tau2", "1e3", "--root", str(tmp_path / "runs"),
+           "--json", str(tmp_path / "g.json"),
+           *[a for s in ("network.width=8", "network.features=4", "sampling.interior=1000",
+                         "sampling.boundary=80", "coarse.cells=4", "gmsfem.refinement=4",
+                         "reference.resolution=64", f"reference.cache_dir={tmp_path}/ref")
+             for a in ("--set", s)]]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=mpi_env())
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = json.loads((tmp_path / "g.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["hybrid-p1", "hybrid-gmsfem"]
+    assert all(r["rel_l2"] > 0 and r["min_rel_l2"] <= r["rel_l2"] for r in rows)
+    config = (tmp_path / "runs" / "channels-2d" / "hybrid-gmsfem" / "seed0" / "config.toml")
+    text = config.read_text()
+    assert 'space = "gmsfem"' in text and "tau2 = 1000.0" in text
+    assert "| channels-2d | hybrid-gmsfem |" in out.stdout
+
+
 def test_rank_history_compares_each_rank_counts_losses_with_the_first(tmp_path):
     out = subprocess.run(
         [sys.executable, "benchmarks/rank_history.py", "--config", "jobs/paper-1d-eps1_15.toml",
