@@ -7,6 +7,7 @@ alone, on high-contrast cases: error against training time over seeds, the same 
 
 Each run is ``mpiexec -n R python -m parallel_ms run --case NAME --method M --seed S`` with the
 case defaults (``parallel_ms/case_defaults.py``) and ``train.steps``, evaluated every 5 steps;
+``hybrid-p1`` is the P1-upscaled hybrid of the paper's 2D case (tau_2 = 1, continuation 0.5);
 the GMsFEM variant adds ``coarse.space=gmsfem`` with ``coupling.tau2`` (the coupling must
 outweigh a strong-form residual of size ~1e11 at contrast 1e4) and no tau_2 continuation (its
 coarse state is consistent: nothing to decay); ``hybrid-p1-strong`` (not run by default) is
@@ -27,11 +28,15 @@ from common import machine, write_json
 from reproduce import first_reach, history
 from seeds import ROOT, run_seed
 
-#: the variants: method, extra settings; the strongly coupled ones (a name ending in
-#: "-strong" or the GMsFEM one) also get coupling.tau2 = --tau2 and no continuation
-VARIANTS = {"pinn": ("pinn", []), "hybrid-p1": ("hybrid", []),
-            "hybrid-p1-strong": ("hybrid", ["coupling.continuation=0"]),
+#: the variants: method, extra settings (over the case defaults, which for the hybrid on
+#: channels-2d are the GMsFEM variant's); the strongly coupled ones also get coupling.tau2 =
+#: --tau2 and no continuation
+P1 = ["coarse.space=p1"]
+VARIANTS = {"pinn": ("pinn", []),
+            "hybrid-p1": ("hybrid", P1 + ["coupling.tau2=1", "coupling.continuation=0.5"]),
+            "hybrid-p1-strong": ("hybrid", P1 + ["coupling.continuation=0"]),
             "hybrid-gmsfem": ("hybrid", ["coarse.space=gmsfem", "coupling.continuation=0"])}
+STRONG = ("hybrid-p1-strong", "hybrid-gmsfem")
 DEFAULT_VARIANTS = ["pinn", "hybrid-p1", "hybrid-gmsfem"]
 THRESHOLDS = (1.0, 0.5)
 
@@ -54,7 +59,7 @@ def main() -> None:
         for variant in args.variants:
             method, extra = VARIANTS[variant]
             sets = [f"train.steps={args.steps}", "train.eval_every=5", *extra]
-            if variant in ("hybrid-gmsfem", "hybrid-p1-strong"):
+            if variant in STRONG:
                 sets.append(f"coupling.tau2={args.tau2:g}")
             sets += args.set
             root = args.root.resolve() / case / variant
