@@ -38,10 +38,6 @@ from parallel_ms.coupling.upscaling import BlockTensorUpscaling, ScalarUpscaling
 from parallel_ms.errors import UserError
 from parallel_ms.problems import Problem
 
-WEIGHTS = ("uniform", "lumped")
-UPSCALINGS = ("isotropic", "block-tensor")
-SPACES = ("p1", "gmsfem")
-
 
 @dataclass
 class CouplingState:

@@ -76,6 +76,7 @@ class MultiscaleState:
         self.u_ms = solver.solve(space, coarse)
         self.dofs = space.dofs
         self.y = np.zeros(0)
+        self._at_nodes: np.ndarray | None = None   # the coarse nodes do not move
 
     def values_at(self, x: np.ndarray) -> np.ndarray:
         """u_ms at this rank's points ``x`` (m, 2), in their order (collective)."""
@@ -83,9 +84,11 @@ class MultiscaleState:
         return np.asarray(evaluator.evaluate(self.u_ms))
 
     def compress(self, compression: Compression, points: np.ndarray) -> None:
-        """Q u_ms at the owned coarse dofs for this rank's collocation ``points``."""
-        nodes = compression.node_coords
-        self.y = compression.apply(self.values_at(points), self.values_at(nodes))
+        """Q u_ms at the owned coarse dofs for this rank's collocation ``points`` (u_ms at the
+        coarse nodes evaluated once per run, at the points once per point set)."""
+        if self._at_nodes is None:
+            self._at_nodes = self.values_at(compression.node_coords)
+        self.y = compression.apply(self.values_at(points), self._at_nodes)
 
     def states(self, k: float) -> list[np.ndarray]:
         """The coarse state (one output); ``k`` is not used (no K~)."""
