@@ -1,6 +1,6 @@
 """The curvature solvers' communication over the ranks, on the tensors' device (issue 32, item
-3): sums over ranks (bitwise equal on every rank), the gather of an N-vector's rows, and the
-regrouping of a Jacobian's rows by column blocks (all-to-all).
+3): sums over ranks (bitwise equal on every rank or on one owner), the gather of an N-vector's
+rows, and the regrouping of a Jacobian's rows by column blocks (all-to-all).
 
 A tensor on a device with a torch.distributed backend (:data:`BACKENDS`: NCCL for CUDA) meets
 the other ranks through torch.distributed's default process group, which
@@ -48,6 +48,23 @@ def replicated_sum(x: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
     dist.reduce(out, dst=0)
     dist.broadcast(out, src=0)
     return out
+
+
+def sum_to(x: torch.Tensor, root: int, comm: MPI.Comm) -> torch.Tensor:
+    """The sum of the contiguous tensor x over the ranks of ``comm``, in place on rank
+    ``root`` (x holds it there; elsewhere x is left undefined), on x's device."""
+    if comm.size == 1:
+        return x
+    if _on_process_group(x, comm):
+        dist.reduce(x, dst=root)
+        return x
+    host = x.cpu()
+    buf = host.numpy()
+    comm.Reduce(MPI.IN_PLACE if comm.rank == root else buf, buf if comm.rank == root else None,
+                op=MPI.SUM, root=root)
+    if host is not x and comm.rank == root:
+        x.copy_(host)
+    return x
 
 
 def _displacements(counts: list[int]) -> list[int]:

@@ -8,12 +8,14 @@ A step on R ranks, ``rows`` residual rows per rank (N = R x rows in all), P para
   (:data:`NETWORK`; none for CG);
 - ``gram``: the Gram matrix or kernel and the gradient, flops / the machine's product rate:
   1.125 rows P^2 (cholesky: the upper block triangle), 2 N^2 P / R (woodbury: this rank's
-  columns), 2 rows P^2 (scalapack: ``pdgemm``); CG: the gradient's reverse pass;
+  columns), 1.125 rows P^2 (scalapack: this rank's share of G's lower triangle); CG: the
+  gradient's reverse pass;
 - ``reduction``: the set-up's data movement: the sums over ranks (P^2 or N^2 doubles; a sum
   is a reduce and a broadcast, :func:`.collectives.replicated_sum`: twice an all-reduce,
   alpha log2 R + beta bytes 2 (R - 1) / R), woodbury's all-to-all of J by columns,
-  ScaLAPACK's redistribution of J and the panel broadcasts of its product (and on a GPU the
-  copy of J to the host);
+  ScaLAPACK's sums of G's rows onto their owners (a reduce: half an all-reduce each) and
+  their redistribution to the block-cyclic layout (and on a GPU the copy of the rows to the
+  host);
 - ``factorisation``: per solve P^3 / 3 (cholesky, on every rank), N^3 / 3 (woodbury, on every
   rank), P^3 / (3 R) and the panel broadcasts (scalapack), at the factorisation's rate;
 - ``solve``: per solve the triangular solves and products with G, K or J, and their
@@ -104,13 +106,15 @@ class Machine:
     """Per-rank rates of a machine (one rank: a core, or a GPU)."""
     gemm: float          #: flop/s of torch's matrix products
     potrf: float         #: flop/s of torch's Cholesky factorisation
-    pdgemm: float        #: flop/s per rank of ScaLAPACK's product (host cores)
+    pdgemm: float        #: flop/s per rank of ScaLAPACK's level-3 PBLAS (its triangular
+                         #: solves; host cores)
     pdpotrf: float       #: flop/s per rank of ScaLAPACK's Cholesky (host cores)
     network: float       #: product-equivalent flop/s of the network's passes (:class:`Timing`)
     intra: Link          #: the collectives' link between the ranks of a node
     inter: Link          #: ... between nodes
     node: int            #: ranks per node
     memory: float        #: bytes a rank may hold
+    copy: float          #: seconds per byte of a local copy (a transposition, a re-layout)
     host: float = 0.0    #: seconds per byte copied between device and host (0: on the host)
 
     def link(self, ranks: int) -> Link:
@@ -174,11 +178,15 @@ MACHINES = {
         # per step for 3 factorisations of P = 4,801: 3 P^3 / 3 / 4.07 s
         potrf=27e9, pdpotrf=27e9,
         network=RATES["torch"],               # NETWORK's unit: measured on this core
+        # copy: J^T made contiguous (256 MB in 0.19 s) and G's rows zeroed and converted to
+        # MATSCALAPACK (2 x 184 MB in 0.32 s) at P = 4,801, 6,673 rows, one core
+        copy=0.8e-9,
         intra=THIS_LINK, inter=THIS_LINK, node=2,
         memory=23 * 2 ** 30 / 2),             # 23 GiB (free -g) over 2 cores
     "cpu-cluster": Machine(
         gemm=RATES["torch"], pdgemm=RATES["scalapack"], potrf=27e9, pdpotrf=27e9,
         network=RATES["torch"],               # assumed: this machine's cores
+        copy=0.8e-9,
         # assumed: InfiniBand (HDR/NDR-class: ~2 us MPI latency, ~12 GB/s per rank's share)
         # for every collective (one rank per core, the cores' traffic all off-node)
         intra=Link(2e-6, 1 / 12e9), inter=Link(2e-6, 1 / 12e9), node=1,
@@ -190,6 +198,7 @@ MACHINES = {
         pdgemm=RATES["scalapack"], pdpotrf=27e9,   # ScaLAPACK runs on one host core per GPU
         network=0.1 * H200_FP64,              # assumed: the network's passes (memory-bound
                                               # jets, docs/results.md §1) at 10 % of nominal
+        copy=1 / 2e12,                        # assumed: ~40 % of 4.8 TB/s HBM3e, read+write
         # assumed: NCCL over NVLink 4 within a node of 8 (~400 GB/s per direction realised
         # of 450; ~5 us a step), over InfiniBand NDR between nodes (one 400 Gb/s NIC per GPU:
         # 50 GB/s; ~10 us a step)
@@ -246,20 +255,29 @@ def _woodbury(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[
 
 
 def _scalapack(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[str, float]:
-    n, share = rows * ranks, ITEM * NB * p / math.sqrt(ranks)      # a panel's share per rank
+    share = ITEM * NB * p / math.sqrt(ranks)                        # a panel's share per rank
+    block = math.ceil(p / ranks)                                    # G's rows per owner
+    ends = [min(p, (k + 1) * block) for k in range(ranks)]
     return {"jacobian": m.network_seconds("jacobian", rows, p),
-            "gram": 2 * rows * p * (p + 1) / m.pdgemm,
-            # J to the host, to the block-cyclic layout (pdgemr2d), pdgemm's N / NB panel
-            # steps, g to every rank
-            "reduction": m.host * ITEM * rows * p + m.alltoall(ITEM * rows * p, ranks)
-            + m.panels(n / NB, share, ranks) + m.allgather(ITEM * p, ranks),
+            # this rank's share of G's lower triangle by torch's products (9/16 of 2 rows
+            # P^2: curvature_scalapack.lower_rows) and of g
+            "gram": (1.125 * rows * p * p + 2 * rows * p) / m.gemm,
+            # each owner's rows summed onto it (the stored part: rows :hi of its block), its
+            # rows to the host and to the block-cyclic layout (pdgemr2d), g to every rank
+            "reduction": sum(m.allreduce(ITEM * hi * max(0, hi - k * block), ranks) / 2
+                             for k, hi in enumerate(ends))
+            + m.host * ITEM * p * p / ranks + m.alltoall(ITEM * p * p / ranks, ranks)
+            # J transposed, G's rows zeroed and re-laid out block-cyclically
+            + m.copy * ITEM * (rows * p + 2 * p * p / ranks)
+            + m.replicated_sum(ITEM * p, ranks),
             "factorisation": c.trials * (p ** 3 / (3 * ranks) / m.pdpotrf
                                          + m.panels(p / NB, share, ranks)),
-            # pdpotrs and G x (4 P^2 / R), the triangular solves' P / NB steps each way, x and
-            # G x to every rank, the right-hand side and the step to and from the host
-            "solve": c.trials * (4 * p * p / ranks / m.pdgemm
+            # pdpotrs (2 P^2 / R) and its P / NB steps each way, x to every rank, J^T (J x)
+            # (4 rows P) and its sum, the right-hand side and the step to and from the host
+            "solve": c.trials * (2 * p * p / ranks / m.pdgemm
                                  + 2 * m.panels(p / NB, ITEM * NB, ranks)
-                                 + 2 * m.allgather(ITEM * p, ranks) + m.host * 3 * ITEM * p),
+                                 + m.allgather(ITEM * p, ranks) + 4 * rows * p / m.gemm
+                                 + m.replicated_sum(ITEM * p, ranks) + m.host * 2 * ITEM * p),
             "trials": _trials(p, rows, ranks, m, c)}
 
 

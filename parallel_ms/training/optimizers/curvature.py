@@ -36,8 +36,8 @@ Sum = Callable[[torch.Tensor], torch.Tensor]
 Momentum = tuple[float, torch.Tensor]
 #: flops per second per rank (one torch thread) of the solvers' set-up and factorisation,
 #: measured by benchmarks/gn_scaling.py on the default run's step (EPYC, 2026-12-04, 1 rank:
-#: docs/results.md §2.3): torch's products and Cholesky, and PETSc's ScaLAPACK (pdgemm over
-#: Debian's OpenBLAS)
+#: docs/results.md §2.3): torch's products and Cholesky, and PETSc's ScaLAPACK's level-3 PBLAS
+#: (pdgemm over Debian's OpenBLAS; the ScaLAPACK solver's triangular solves)
 RATES = {"torch": 44e9, "scalapack": 20e9}
 
 

@@ -2,25 +2,27 @@
 block-cyclically over the ranks and factored by ScaLAPACK through PETSc (``MATSCALAPACK``),
 so that no rank holds a P x P matrix (docs/second-order.md §3; issue 32).
 
-Per step (:meth:`ScaLAPACK.bind`) this rank's Jacobian rows become rows of one PETSc dense
-matrix J (N x P over the ranks), redistributed by PETSc to ScaLAPACK's 2D block-cyclic layout;
-G = J^T J is one PBLAS product (``MatTransposeMatMult`` of two ``MATSCALAPACK`` matrices:
-``pdgemm``) and g = J^T r one PETSc product. Per solve, a copy of G is shifted by lambda,
-Cholesky-factored in place (``pdpotrf``) and solved (``pdpotrs``). Per rank this holds
-P^2 / n numbers of G (and as many of the factor while solving) instead of :class:`~.curvature.
-Cholesky`'s 3 P^2, and factors with P^3 / (3 n) flops instead of P^3 / 3 on every rank.
+Per step (:meth:`ScaLAPACK.bind`) G is formed by rows: rank k owns the rows lo_k:hi_k of G
+(PETSc's equal split, the layout ScaLAPACK takes as it is), every rank forms its own rows'
+share of their lower triangle, J[:, :hi_k]^T J_c for column blocks c of lo_k:hi_k (torch's
+products on the Jacobian's device, from J^T stored contiguously: 9/16 of the full product's
+2 rows P^2 flops over all k),
+and the shares are summed onto rank k (:func:`.collectives.sum_to`); the owned rows, a dense
+PETSc matrix, are redistributed to ScaLAPACK's 2D block-cyclic layout (``pdgemr2d``). The
+upper triangle stays zero: ScaLAPACK's Cholesky (``pdpotrf``, "L" in PETSc) reads only the
+lower one. Per solve, a copy of G is shifted by lambda, factored in place and solved
+(``pdpotrs``); J^T J x is formed from the Jacobian rows (J^T (J x), summed). Per rank this
+holds the local J^T (and J while transposing it), 3 P^2 / n numbers while binding (its own rows, the share in flight, the block-cyclic
+copy) and 2 P^2 / n while solving, instead of :class:`~.curvature.Cholesky`'s 3 P^2, and
+factors with P^3 / (3 n) flops instead of P^3 / 3 on every rank.
 
-The Jacobian's rows are padded with zero rows to the same count on every rank: the row layout
-then suits ScaLAPACK (equal local sizes), so PETSc redistributes J by ScaLAPACK's ``pdgemr2d``
-instead of inserting entry by entry; zero rows add exact zeros to J^T J and J^T r.
+Vectors the optimizer sees (g, the step x and J^T J x) are replicated: g and J^T J x are sums
+over ranks with the same bits everywhere, x is computed once, on the rank that owns each entry,
+and copied to every rank (``VecScatter`` to all), so the replicas stay bitwise equal.
 
-Vectors the optimizer sees (g, the step x and G x) are replicated: each entry is computed once,
-on the rank that owns it, and copied to every rank (``VecScatter`` to all), so every rank holds
-the same bits and the replicas stay bitwise equal.
-
-Host only: PETSc and ScaLAPACK work on host memory in float64, so on a GPU every step copies the
-Jacobian and the residual to the host, and every solve the right-hand side there and the step
-back to the parameters' device (the other solvers stay on the device: :mod:`.curvature`).
+PETSc and ScaLAPACK work on host memory in float64: on a GPU the products and the sums stay on
+the device, and each rank copies its own rows of G to the host once per step, and per solve
+the right-hand side there and the step back.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from parallel_ms.training.optimizers.collectives import sum_to
 from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum, Solution
 
 if TYPE_CHECKING:
@@ -62,14 +65,38 @@ def _destroy(*objects: PETSc.Object | None) -> None:
             obj.destroy()
 
 
+def owned_rows(parameters: int, ranks: int) -> list[int]:
+    """Where each rank's rows of G begin (and the last ends): equal blocks, the last no larger
+    (PetscSplitOwnershipEqual's layout, which ScaLAPACK takes without reordering)."""
+    block = -(-parameters // ranks)
+    return [min(parameters, k * block) for k in range(ranks + 1)]
+
+
+def lower_rows(jt: torch.Tensor, lo: int, hi: int, out: torch.Tensor,
+               width: int) -> torch.Tensor:
+    """This rank's share of the lower triangle of rows lo:hi of G = J^T J (``jt``: J^T,
+    contiguous), stored transposed: ``out[j, i] = G[lo + i, j]`` for j <= lo + i (up to
+    column blocks of ``width``), zero above; ``out`` (P x (hi - lo), C order) is the
+    column-major local array of PETSc's dense rows lo:hi. Returns its rows :hi, the part
+    that holds any number."""
+    out.zero_()
+    for a in range(lo, hi, width):
+        b = min(hi, a + width)
+        out[:b, a - lo:b - lo] = jt[:b] @ jt[a:b].T
+    return out[:hi]
+
+
 class ScaLAPACK(CurvatureSolver):
-    """G = J^T J as a ``MATSCALAPACK`` matrix (P^2 / n per rank); Cholesky of G + lambda I by
-    ScaLAPACK per solve, on a copy, so that a rejected step is re-solved with a larger lambda
-    without new Jacobian products. Host only (float64, host memory; on a GPU the Jacobian and
-    the vectors are copied to and from the host)."""
+    """G = J^T J as a ``MATSCALAPACK`` matrix (P^2 / n per rank), formed by rows from torch's
+    products and summed onto each row block's owner; Cholesky of G + lambda I by ScaLAPACK
+    per solve, on a copy, so that a rejected step is re-solved with a larger lambda without
+    new Jacobian products. Its matrices live in host memory (float64)."""
 
     explicit = True
     gram: PETSc.Mat | None = None
+    #: columns per product of :func:`lower_rows`: 1/8 of P (the products then do 9/16 of the
+    #: full J^T J's work; measured fastest of 1/4, 1/8, 1/16 and 1/32 at P = 4,801)
+    BLOCKS = 8
 
     def _free(self) -> None:
         """Destroy the last step's G (collective: every rank binds together)."""
@@ -78,39 +105,35 @@ class ScaLAPACK(CurvatureSolver):
 
     def bind(self, lin: "Linearization") -> None:
         self._free()                                      # the last step's, before the new
-        jac = lin.jacobian(self.chunk)
+        self.jt = jt = lin.jacobian(self.chunk).detach().T.contiguous()     # J^T, P x rows
         r = torch.cat(list(lin.rows.values()))
-        comm, (rows, n) = self.comm, jac.shape
-        # the layouts ScaLAPACK takes as they are (equal local sizes, the last one no larger):
-        # rows zero-padded to the largest count, columns split as PetscSplitOwnershipEqual does
-        padded = max(1, comm.allreduce(rows, op=MPI.MAX))
-        total, block = padded * comm.size, -(-n // comm.size)
-        columns = max(0, min(block, n - comm.rank * block))
-        # PETSc dense storage is column-major: this rank's rows, zero-padded, in Fortran order
-        local = np.zeros((padded, n), order="F")
-        local[:rows] = jac.detach().cpu().numpy()
-        del jac
-        res = np.zeros(padded)
-        res[:rows] = r.detach().cpu().numpy()
-        dense = vec = grad = jac_s = None
+        self.g = self.total(jt @ r)
+        comm, n = self.comm, jt.shape[0]
+        starts = owned_rows(n, comm.size)
+        width = max(1, -(-n // self.BLOCKS))
+        mine = flat = None
+        for k in range(comm.size):
+            lo, hi = starts[k], starts[k + 1]
+            if k == comm.rank:
+                out = mine = jt.new_empty(n, hi - lo)
+            else:                                         # shares for the other owners
+                if flat is None:
+                    flat = jt.new_empty(n * (starts[1] - starts[0]))
+                out = flat[:n * (hi - lo)].view(n, hi - lo)
+            sum_to(lower_rows(jt, lo, hi, out, width), k, comm)
+        del flat
+        assert mine is not None
+        rows = np.ascontiguousarray(mine.cpu().double().numpy())
+        del mine
+        columns = starts[comm.rank + 1] - starts[comm.rank]
+        dense = None
         try:
-            dense = PETSc.Mat().createDense(((padded, total), (columns, n)),
-                                            array=local.ravel(order="F"), comm=comm)
+            dense = PETSc.Mat().createDense(((columns, n), (columns, n)), array=rows.ravel(),
+                                            comm=comm)
             dense.assemble()
-            vec = dense.createVecLeft()                   # r, in J's row layout
-            vec.setArray(res)
-            grad = dense.createVecRight()
-            dense.multTranspose(vec, grad)                # g = J^T r
-            self.g = _replicated(grad, r)
-            jac_s = dense.convert(MATSCALAPACK, PETSc.Mat())   # a new matrix, not in place
+            self.gram = dense.convert(MATSCALAPACK, PETSc.Mat())   # a new matrix: pdgemr2d
         finally:
-            _destroy(dense, vec, grad)
-        del local
-        assert jac_s is not None
-        try:
-            self.gram = jac_s.transposeMatMult(jac_s)     # G = J^T J: pdgemm, block-cyclic
-        finally:
-            jac_s.destroy()
+            _destroy(dense)
 
     def gradient(self) -> torch.Tensor:
         return self.g
@@ -121,7 +144,7 @@ class ScaLAPACK(CurvatureSolver):
         on every rank where ScaLAPACK finds G + lambda I not positive definite (its INFO is
         global; the ranks agree on it once more here, so they never part ways)."""
         assert self.gram is not None, "bind() first"
-        factor = rhs = x = gx = None
+        factor = rhs = x = None
         try:
             factor = self.gram.duplicate(copy=True)
             factor.shift(damping)                         # G + lambda I
@@ -142,25 +165,24 @@ class ScaLAPACK(CurvatureSolver):
             b = self.rhs(damping, momentum)
             rhs.setArray(b[lo:hi].detach().cpu().double().numpy())
             factor.solve(rhs, x)
-            gx = self.gram.createVecLeft()
-            self.gram.mult(x, gx)                         # J^T J x
-            return Solution(_replicated(x, b), _replicated(gx, b))
+            step = _replicated(x, self.jt)
+            return Solution(step, self.total(self.jt @ (self.jt.T @ step)))
         finally:
-            _destroy(factor, rhs, x, gx)
+            _destroy(factor, rhs, x)
 
     @staticmethod
     def memory(parameters: float, rows: float, itemsize: int, ranks: int) -> float:
-        """While binding: the local Jacobian three times (autograd's, its zero-padded
-        column-major copy, its block-cyclic copy) and G (P^2 / n); while solving: G and its
-        factor (2 P^2 / n; ScaLAPACK's block-cyclic pieces are P^2 / n up to blocks of 64 rows
-        and columns). Bounded by their sum. Measured (peak resident memory, P = 3,000, 2,000
-        rows per rank, float64): binding +187 MiB on 1 rank and +165 MiB per rank on 2 (3 x
-        46 MiB of Jacobian and 69 or 34 MiB of G), solving +70 and +37 MiB (the factor)."""
-        return itemsize * (3 * rows * parameters + 2 * parameters * parameters / ranks)
+        """The local J^T (rows x P, kept for J^T J x; J beside it while transposing) and,
+        while binding, three blocks of rows of G (this rank's, the share in flight to another
+        owner, the block-cyclic copy: 3 P^2 / n); while solving G and its factor (2 P^2 / n;
+        ScaLAPACK's block-cyclic pieces are P^2 / n up to blocks of 64 rows and columns)."""
+        return itemsize * (rows * parameters
+                           + max(rows * parameters, 3 * parameters * parameters / ranks))
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """The Jacobian, its redistribution, G by pdgemm (2 rows P^2 per rank), Cholesky
-        P^3 / (3 n) per rank and trial, the trials: :func:`.cost_model.step_seconds`."""
+        """The Jacobian, this rank's share of G's rows (9/8 rows P^2), their sums onto the
+        owners and redistribution, Cholesky P^3 / (3 n) per rank and trial, the trials:
+        :func:`.cost_model.step_seconds`."""
         from parallel_ms.training.optimizers.cost_model import step_seconds
         return step_seconds("scalapack", parameters, rows, ranks)
