@@ -47,8 +47,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     rows = []
-    print(f"| run | rel. L2 (nodes) | coarse share of the error | coarse share of u "
-          f"| mean error / rms error | rms (Q v - y) / rms error |\n|---|---|---|---|---|---|")
+    print("| run | rel. L2 (nodes) | coarse share of the error | coarse share of u "
+          "| mean error / rms error | rms (Q v - y) / rms error |\n|---|---|---|---|---|---|")
     for run in args.runs:
         if not (run / "fields.h5").is_file():
             p.error(f"'{run}' has no fields.h5 (a finished run directory is needed)")

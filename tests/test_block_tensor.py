@@ -97,7 +97,7 @@ def test_block_state_solves_the_piecewise_constant_problem():
     left, low = fd.lt(x[0], 0.5), fd.lt(x[1], 0.5)
     kt = fd.conditional(left, fd.conditional(low, fd.as_matrix(k[0]), fd.as_matrix(k[1])),
                         fd.conditional(low, fd.as_matrix(k[2]), fd.as_matrix(k[3])))
-    u, phi = fd.TrialFunction(cp.V), fd.TestFunction(cp.V)
+    phi = fd.TestFunction(cp.V)
     for i, y in enumerate(ys):
         yf = fd.Function(cp.V)
         yf.dat.data_wo[:] = y
