@@ -3,16 +3,16 @@ block-cyclically over the ranks and factored by ScaLAPACK through PETSc (``MATSC
 so that no rank holds a P x P matrix (docs/second-order.md §3; issue 32).
 
 Per step (:meth:`ScaLAPACK.bind`) G is formed by rows: rank k owns the rows lo_k:hi_k of G
-(PETSc's equal split, the layout ScaLAPACK takes as it is), every rank forms its own rows'
+(PETSc's equal split, the layout ScaLAPACK takes as it is); every rank forms its own rows'
 share of their lower triangle, J[:, :hi_k]^T J_c for column blocks c of lo_k:hi_k (torch's
 products on the Jacobian's device, from J^T stored contiguously: 9/16 of the full product's
-2 rows P^2 flops over all k),
-and the shares are summed onto rank k (:func:`.collectives.sum_to`); the owned rows, a dense
-PETSc matrix, are redistributed to ScaLAPACK's 2D block-cyclic layout (``pdgemr2d``). The
-upper triangle stays zero: ScaLAPACK's Cholesky (``pdpotrf``, "L" in PETSc) reads only the
-lower one. Per solve, a copy of G is shifted by lambda, factored in place and solved
-(``pdpotrs``); J^T J x is formed from the Jacobian rows (J^T (J x), summed). Per rank this
-holds the local J^T (and J while transposing it), 3 P^2 / n numbers while binding (its own rows, the share in flight, the block-cyclic
+2 rows P^2 flops over all k), and the shares are summed onto rank k
+(:func:`.collectives.sum_to`); the owned rows, a dense PETSc matrix, are redistributed to
+ScaLAPACK's 2D block-cyclic layout (``pdgemr2d``). The upper triangle stays zero: ScaLAPACK's
+Cholesky (``pdpotrf``, "L" in PETSc) reads only the lower one. Per solve, a copy of G is
+shifted by lambda, factored in place and solved (``pdpotrs``); J^T J x is formed from the
+Jacobian rows (J^T (J x), summed). Per rank this holds the local J^T (and J while transposing
+it), 3 P^2 / n numbers while binding (its own rows, the share in flight, the block-cyclic
 copy) and 2 P^2 / n while solving, instead of :class:`~.curvature.Cholesky`'s 3 P^2, and
 factors with P^3 / (3 n) flops instead of P^3 / 3 on every rank.
 
