@@ -94,6 +94,13 @@ def edges(n: int, parts: int) -> list[int]:
     return [n * k // parts for k in range(parts + 1)]
 
 
+def equal_blocks(n: int, parts: int) -> list[int]:
+    """Boundaries of ``parts`` blocks of range(n) of equal size ceil(n / parts), the last ones
+    no larger (PetscSplitOwnershipEqual's layout, which ScaLAPACK takes without reordering)."""
+    block = -(-n // parts)
+    return [min(n, k * block) for k in range(parts + 1)]
+
+
 def by_columns(jac: torch.Tensor, counts: list[int], comm: MPI.Comm) -> torch.Tensor:
     """The Jacobian regrouped: every rank's rows (this rank's: ``jac``; ``counts``: every
     rank's row count) of this rank's block of parameter columns (:func:`edges`), N x P_c,

@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 
 from parallel_ms.config import OptimizerConfig
+from parallel_ms.training.optimizers.collectives import equal_blocks
 from parallel_ms.training.optimizers.curvature import RATES
 
 #: the parts of a step, in order
@@ -256,16 +257,15 @@ def _woodbury(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[
 
 def _scalapack(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[str, float]:
     share = ITEM * NB * p / math.sqrt(ranks)                        # a panel's share per rank
-    block = math.ceil(p / ranks)                                    # G's rows per owner
-    ends = [min(p, (k + 1) * block) for k in range(ranks)]
+    starts = equal_blocks(int(p), ranks)                            # G's rows per owner
     return {"jacobian": m.network_seconds("jacobian", rows, p),
             # this rank's share of G's lower triangle by torch's products (9/16 of 2 rows
             # P^2: curvature_scalapack.lower_rows) and of g
             "gram": (1.125 * rows * p * p + 2 * rows * p) / m.gemm,
             # each owner's rows summed onto it (the stored part: rows :hi of its block), its
             # rows to the host and to the block-cyclic layout (pdgemr2d), g to every rank
-            "reduction": sum(m.allreduce(ITEM * hi * max(0, hi - k * block), ranks) / 2
-                             for k, hi in enumerate(ends))
+            "reduction": sum(m.allreduce(ITEM * hi * (hi - lo), ranks) / 2
+                             for lo, hi in zip(starts, starts[1:]))
             + m.host * ITEM * p * p / ranks + m.alltoall(ITEM * p * p / ranks, ranks)
             # J transposed, G's rows zeroed and re-laid out block-cyclically
             + m.copy * ITEM * (rows * p + 2 * p * p / ranks)

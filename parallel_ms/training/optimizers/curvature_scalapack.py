@@ -33,7 +33,7 @@ import torch
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from parallel_ms.training.optimizers.collectives import sum_to
+from parallel_ms.training.optimizers.collectives import equal_blocks, sum_to
 from parallel_ms.training.optimizers.curvature import CurvatureSolver, Momentum, Solution
 
 if TYPE_CHECKING:
@@ -63,13 +63,6 @@ def _destroy(*objects: PETSc.Object | None) -> None:
     for obj in objects:
         if obj is not None:
             obj.destroy()
-
-
-def owned_rows(parameters: int, ranks: int) -> list[int]:
-    """Where each rank's rows of G begin (and the last ends): equal blocks, the last no larger
-    (PetscSplitOwnershipEqual's layout, which ScaLAPACK takes without reordering)."""
-    block = -(-parameters // ranks)
-    return [min(parameters, k * block) for k in range(ranks + 1)]
 
 
 def lower_rows(jt: torch.Tensor, lo: int, hi: int, out: torch.Tensor,
@@ -109,7 +102,7 @@ class ScaLAPACK(CurvatureSolver):
         r = torch.cat(list(lin.rows.values()))
         self.g = self.total(jt @ r)
         comm, n = self.comm, jt.shape[0]
-        starts = owned_rows(n, comm.size)
+        starts = equal_blocks(n, comm.size)          # G's rows per owner
         width = max(1, -(-n // self.BLOCKS))
         mine = flat = None
         for k in range(comm.size):
