@@ -61,7 +61,7 @@ MEASURED: dict[str, dict[str, Settings]] = {
 #: channels crossing the coarse cells: the hybrid on the GMsFEM coarse space, its coupling
 #: strong enough to be felt beside a strong-form residual of ~1e11 and not decayed (its coarse
 #: state is consistent): rel. L2 0.62-0.69 where the P1-upscaled hybrid gives 5.3-6.2
-#: (docs/results.md §4.6, benchmarks/gmsfem_hybrid.py)
+#: (docs/results-high-contrast.md, benchmarks/gmsfem_hybrid.py)
 MEASURED["channels-2d"] = {
     "pinn": MEASURED["paper-2d"]["pinn"],
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], "coarse.space": "gmsfem",
