@@ -5,8 +5,9 @@ environment's Python (benchmarks/setup-deepxde.sh), not by the project's.
 
 Same problem (paper 2D case, lifted form (4.8)), points (N interior, N/10 boundary), float32,
 Adam, and the same network: DeepXDE's own FNN for the MLP (8 x 64 tanh, Glorot normal); for
-Ms-FF, whose PyTorch version DeepXDE lacks, parallel_ms's MsFourierNet inside a DeepXDE network
-(DeepXDE computes its derivatives). Prints one JSON line: seconds per ``model.train``
+Ms-FF (2 maps, sigma = 1, 1/eps, 64 features, 2 x 128 tanh), whose PyTorch version DeepXDE
+lacks, parallel_ms's MsFourierNet inside a DeepXDE network (deepxde_train.ProjectNet; DeepXDE
+computes its derivatives). Prints one JSON line: seconds per ``model.train``
 iteration after warm-up, as a DeepXDE user would see it.
 """
 from __future__ import annotations
@@ -22,33 +23,11 @@ os.environ["DDE_BACKEND"] = "pytorch"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import deepxde as dde  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-EPS = 0.1
-
-
-def pde(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    pi = np.pi
-    k = 3 + torch.sin(pi * x[:, 0:1] / EPS) + torch.sin(2 * pi * x[:, 1:2] / EPS)
-    k1 = pi / EPS * torch.cos(pi * x[:, 0:1] / EPS)
-    k2 = 2 * pi / EPS * torch.cos(2 * pi * x[:, 1:2] / EPS)
-    q = 10 * torch.exp(-100 * ((x[:, 0:1] - 0.5) ** 2 + (x[:, 1:2] - 0.5) ** 2))
-    lap = dde.grad.hessian(u, x, i=0, j=0) + dde.grad.hessian(u, x, i=1, j=1)
-    ux, uy = dde.grad.jacobian(u, x, i=0, j=0), dde.grad.jacobian(u, x, i=0, j=1)
-    return -k * lap - (k1 * ux + k2 * uy) - (q + k1)
-
-
-class MsFF(dde.nn.NN):
-    """parallel_ms's Ms-FF network (2 maps, sigma = 1, 1/eps, 64 features, 2 x 128 tanh)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from parallel_ms.fine.networks import MsFourierNet
-        self.net = MsFourierNet(2, (1.0, 1.0 / EPS), features=64, width=128, depth=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[:, None]
+from deepxde_peer import network  # noqa: E402
+from deepxde_train import ProjectNet, lifted_residual  # noqa: E402
+from parallel_ms.problems import get_case  # noqa: E402
 
 
 def main() -> None:
@@ -61,12 +40,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    problem = get_case("paper-2d")
     geom = dde.geometry.Rectangle([0, 0], [1, 1])
     bc = dde.icbc.DirichletBC(geom, lambda x: 0, lambda x, on: on)
-    data = dde.data.PDE(geom, pde, bc, num_domain=args.points, num_boundary=args.points // 10,
-                        train_distribution="pseudo")
-    net = MsFF() if args.network == "msff" else dde.nn.FNN([2] + [64] * 8 + [1], "tanh",
-                                                           "Glorot normal")
+    data = dde.data.PDE(geom, lifted_residual(problem), bc, num_domain=args.points,
+                        num_boundary=args.points // 10, train_distribution="pseudo")
+    net = ProjectNet(network(problem, 128, 64, 0, hard_bc=False, dtype="float32")) \
+        if args.network == "msff" else dde.nn.FNN([2] + [64] * 8 + [1], "tanh", "Glorot normal")
     model = dde.Model(data, net)
     model.compile("adam", lr=1e-3)
     model.train(iterations=args.warmup, display_every=10 ** 9, verbose=0)

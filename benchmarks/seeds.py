@@ -6,7 +6,8 @@ does the error estimate tell the good runs from the bad ones?
 
 Each seed S is one ``mpiexec -n R python -m parallel_ms run --config FILE --seed S`` (the seed
 of the network and of the points); a seed whose run directory under --root already holds a
-completed summary.json with the same configuration is not rerun. The table: per seed the best
+completed summary.json with the same configuration is not rerun; the run's printed output is
+kept in its directory as output.txt. The table: per seed the best
 iterate's rel. L2 / H1 errors, the error estimate (no reference used) and its effectivity (at
 the best iterate, and its range over every step of the run that has both the estimate and the
 true error, from metrics.csv), the corrected answer's rel. L2, the wall time; then median and
@@ -46,11 +47,13 @@ def run_seed(config: Path | None, seed: int, ranks: int, sets: list[str], root: 
             and json.loads(summary.read_text()).get("status") == "completed"):
         return json.loads(summary.read_text())
     launcher = [os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n", str(ranks)]
+    (root / name).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    subprocess.run([*launcher, sys.executable, "-m", "parallel_ms", *args], check=True,
-                   cwd=ROOT, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
-                            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    with open(root / name / "output.txt", "w") as log:
+        subprocess.run([*launcher, sys.executable, "-m", "parallel_ms", *args], check=True,
+                       cwd=ROOT, stdout=log,
+                       env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+                                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
     stamp.write_text(json.dumps(args))
     out = json.loads(summary.read_text())
     out["command_wall_s"] = time.perf_counter() - t0

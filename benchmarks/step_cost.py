@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import best_time, machine, write_json
+from deepxde_peer import deepxde_python
 from parallel_ms import config, parallel
 
 HERE = Path(__file__).resolve().parent
@@ -81,13 +82,13 @@ def matmul_rate(rows: int, width: int, dtype: torch.dtype, device: torch.device)
 
 
 def deepxde_step(network: str, points: int, steps: int, warmup: int) -> dict | None:
-    venv = Path(os.environ.get("DEEPXDE_VENV", HERE / ".venv-deepxde"))
-    if not (venv / "bin" / "python").exists():
-        print(f"  (no DeepXDE environment at {venv}: run benchmarks/setup-deepxde.sh for the "
-              f"DeepXDE row)")
+    python = deepxde_python()
+    if not python.exists():
+        print(f"  (no DeepXDE environment at {python.parent.parent}: run "
+              f"benchmarks/setup-deepxde.sh for the DeepXDE row)")
         return None
     threads = torch.get_num_threads()
-    out = subprocess.run([str(venv / "bin" / "python"), str(HERE / "deepxde_step.py"),
+    out = subprocess.run([str(python), str(HERE / "deepxde_step.py"),
                           "--network", network, "--points", str(points), "--steps", str(steps),
                           "--warmup", str(warmup), "--threads", str(threads)],
                          capture_output=True, text=True, check=True,

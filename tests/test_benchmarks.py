@@ -3,6 +3,7 @@ table in the paper's format, JSON, figure, and reuse of finished runs. (The benc
 measure time; none of that is asserted here.)"""
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
@@ -119,6 +120,36 @@ def test_time_to_target_is_the_first_evaluation_reaching_it():
     assert reproduce.first_reach(times, errors, 0.1) == 2.0
     assert reproduce.first_reach(times, errors, 0.01) == 4.0
     assert reproduce.first_reach(times, errors, 1e-3) is None
+
+
+def test_deepxde_peer_measures_saved_networks_as_run_does(tmp_path):
+    """The project side of the DeepXDE peer (no DeepXDE needed): saved networks are measured
+    against the reference by the run's metric (the zero network exactly at rel. L2 and H1 1)
+    and written as a run directory that time_to_accuracy.py reads."""
+    peer = _module("deepxde_peer")
+    args = argparse.Namespace(case="paper-1d-eps1_15", width=8, features=4, seed=0)
+    from parallel_ms.problems import get_case
+    net = peer.network(get_case(args.case), args.width, args.features, args.seed)
+    snaps = []
+    for i, scale in enumerate((1.0, 0.0)):          # the initial network, then v = 0
+        snaps.append(tmp_path / f"snap-{i}.pt")
+        torch.save({"state": {k: scale * v for k, v in net.state_dict().items()},
+                    "train_time": 10.0 * (i + 1), "iteration": 5 * i, "optimizer": "L-BFGS",
+                    "loss": 1.0}, snaps[-1])
+    rows = peer.evaluate(snaps, args)
+    assert rows[1]["rel_l2"] == pytest.approx(1.0, abs=1e-12)
+    assert rows[1]["rel_h1"] == pytest.approx(1.0, abs=1e-12)
+    assert abs(rows[0]["rel_l2"] - 1.0) > 1e-3 and rows[0]["train_time"] == 10.0
+    run = tmp_path / "lbfgs-seed0"
+    run.mkdir()
+    peer.write_run(run, rows, args, "DeepXDE L-BFGS")
+    tta = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", f"peer={run}",
+                          "--targets", "1e9", "--json", str(tmp_path / "tta.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tta.returncode == 0, tta.stdout + tta.stderr
+    out = json.loads((tmp_path / "tta.json").read_text())["runs"][0]
+    assert out["steps"] == [0, 5] and out["time_to"] == {"1000000000.0": 10.0}
+    assert out["rel_l2"] == [r["rel_l2"] for r in rows]
 
 
 def test_error_scales_separates_coarse_from_oscillating_errors(tmp_path):
