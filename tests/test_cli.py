@@ -247,12 +247,12 @@ def test_the_embedded_default_run_is_unchanged():
         "train.eval_every", "train.log_every", "loss.tau_weak", "loss.weak_norm",
         "train.best_by")}
     assert got == {"problem.case": "paper-2d", "train.method": "hybrid",
-                   "optimizer.kind": "gauss-newton", "optimizer.gn_momentum": 0.0,
+                   "optimizer.kind": "gauss-newton", "optimizer.gn_momentum": 0.9,
                    "network.kind": "msff", "network.width": 48, "network.depth": 2,
                    "network.features": 24, "network.hard_bc": True, "network.dtype": "float64",
                    "sampling.interior": 6000, "sampling.boundary": 800,
                    "sampling.resample_every": 1, "coupling.continuation": 0.5,
-                   "coarse.cells": None, "train.steps": 40, "train.eval_every": 20,
+                   "coarse.cells": None, "train.steps": 60, "train.eval_every": 20,
                    "train.log_every": 1, "loss.tau_weak": 1e4, "loss.weak_norm": "dual",
                    "train.best_by": "estimate"}
     assert config.to_toml(cfg) == config.to_toml(config.load(DEFAULT_RUN))
