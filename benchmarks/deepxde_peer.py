@@ -44,6 +44,15 @@ def network(problem: Problem, width: int, features: int, seed: int, hard_bc: boo
     return build_network(cfg, problem)
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The run's case, network, points and seed, shared by the peer and its worker."""
+    p.add_argument("--case", default="paper-2d")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--features", type=int, default=64)
+    p.add_argument("--points", type=int, default=6000)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def deepxde_python() -> Path:
     """The DeepXDE environment's interpreter (benchmarks/setup-deepxde.sh, or $DEEPXDE_VENV)."""
     venv = Path(os.environ.get("DEEPXDE_VENV", HERE / ".venv-deepxde"))
@@ -110,11 +119,7 @@ def write_run(run: Path, rows: list[dict], args: argparse.Namespace, label: str)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="paper-2d")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--features", type=int, default=64)
-    p.add_argument("--points", type=int, default=6000)
-    p.add_argument("--seed", type=int, default=0)
+    add_run_arguments(p)
     p.add_argument("--budget", type=float, default=1800.0, help="training seconds")
     p.add_argument("--switch", type=float, default=900.0,
                    help="NNCG starts from the L-BFGS network at this training time")

@@ -38,7 +38,7 @@ import deepxde as dde  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from deepxde_peer import network  # noqa: E402
+from deepxde_peer import add_run_arguments, network  # noqa: E402
 from parallel_ms.problems import Problem, get_case  # noqa: E402
 
 
@@ -105,11 +105,7 @@ class Snapshots(dde.callbacks.Callback):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--optimizer", choices=("lbfgs", "nncg"), required=True)
-    p.add_argument("--case", default="paper-2d")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--features", type=int, default=64)
-    p.add_argument("--points", type=int, default=6000)
-    p.add_argument("--seed", type=int, default=0)
+    add_run_arguments(p)
     p.add_argument("--adam", type=int, default=1000, help="Adam iterations before L-BFGS")
     p.add_argument("--budget", type=float, default=1800.0, help="training seconds")
     p.add_argument("--every", type=float, default=90.0, help="seconds between snapshots")
