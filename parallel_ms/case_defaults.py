@@ -50,7 +50,7 @@ MEASURED: dict[str, dict[str, Settings]] = {
                  "train.eval_every": 10, "output.checkpoint_every": 10},
         "hybrid": {**_GN_2D, "optimizer.gn_momentum": 0.9, "coupling.continuation": 0.5,
                    "loss.tau_weak": 1e4, "loss.weak_norm": "dual", "train.steps": 60,
-                   "train.eval_every": 20}},
+                   "train.eval_every": 20, "train.ema_decay": 0.5, "estimate.every": 1}},
     "paper-1d-eps0_01": {"pinn": _GN_1D_TWO_SCALE, "hybrid": {**_GN_1D_TWO_SCALE, **_HYBRID_1D}},
     "paper-1d-eps1_15": {"pinn": _GN_1D_MSFF, "hybrid": {**_GN_1D_MSFF, **_HYBRID_1D}},
     # not periodic: the constant K~ of the coarse problem is inconsistent, so the coupling
@@ -67,7 +67,8 @@ MEASURED["channels-2d"] = {
     "pinn": MEASURED["paper-2d"]["pinn"],
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], "coarse.space": "gmsfem",
                "coupling.tau2": 1e9, "coupling.continuation": 0.0,
-               "optimizer.gn_momentum": 0.0, "train.steps": 40}}
+               "optimizer.gn_momentum": 0.0, "train.steps": 40, "train.ema_decay": 0.0,
+               "estimate.every": 5}}
 
 #: built-in case without a measured training -> the paper case whose training it starts from
 #: (1D: the Ms-FF network, which assumes no periodic structure)

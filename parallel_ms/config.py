@@ -152,6 +152,11 @@ class TrainConfig:
                                     #: estimate.every steps) | loss (smallest fine-problem
                                     #: loss (3.24), the paper's rule)
     log_every: int = 100            #: steps between progress lines
+    ema_decay: float = 0.0          #: beta > 0: the run's answer is the exponential moving
+                                    #: average of the iterates, v_k^avg = beta v_{k-1}^avg +
+                                    #: (1 - beta) v_k (torch.optim.swa_utils.AveragedModel):
+                                    #: its estimate, errors, best iterate and fields; the
+                                    #: optimizer goes on from the iterate. 0: the iterate
 
 
 @dataclass
@@ -259,7 +264,8 @@ NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adapti
                 "parallel.memory_per_rank", "gmsfem.threshold")
 
 #: fractions in [0, 1)
-UNIT_INTERVAL = ("balancing.alpha", "coupling.continuation", "optimizer.gn_momentum")
+UNIT_INTERVAL = ("balancing.alpha", "coupling.continuation", "optimizer.gn_momentum",
+                 "train.ema_decay")
 
 #: upper limits (callables: a limit may depend on the machine)
 UPPER: dict[str, Any] = {

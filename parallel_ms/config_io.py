@@ -270,6 +270,9 @@ def validate(cfg: Config) -> None:
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
     if cfg.train.best_by == "estimate" and not cfg.estimate.enabled:
         raise _error("train.best_by", cfg.train.best_by, "'loss' when estimate.enabled = false")
+    if cfg.train.ema_decay and cfg.train.best_by == "loss":
+        raise _error("train.ema_decay", cfg.train.ema_decay,
+                     "0 when train.best_by = 'loss' (the loss is the iterate's, not the average's)")
     for key, degree in (("reference.degree", cfg.reference.degree),
                         ("estimate.degree", cfg.estimate.degree)):
         if degree not in (1, 2):

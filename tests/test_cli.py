@@ -245,7 +245,7 @@ def test_the_embedded_default_run_is_unchanged():
         "network.hard_bc", "network.dtype", "sampling.interior", "sampling.boundary",
         "sampling.resample_every", "coupling.continuation", "coarse.cells", "train.steps",
         "train.eval_every", "train.log_every", "loss.tau_weak", "loss.weak_norm",
-        "train.best_by")}
+        "train.best_by", "train.ema_decay", "estimate.every")}
     assert got == {"problem.case": "paper-2d", "train.method": "hybrid",
                    "optimizer.kind": "gauss-newton", "optimizer.gn_momentum": 0.9,
                    "network.kind": "msff", "network.width": 48, "network.depth": 2,
@@ -254,7 +254,7 @@ def test_the_embedded_default_run_is_unchanged():
                    "sampling.resample_every": 1, "coupling.continuation": 0.5,
                    "coarse.cells": None, "train.steps": 60, "train.eval_every": 20,
                    "train.log_every": 1, "loss.tau_weak": 1e4, "loss.weak_norm": "dual",
-                   "train.best_by": "estimate"}
+                   "train.best_by": "estimate", "train.ema_decay": 0.5, "estimate.every": 1}
     assert config.to_toml(cfg) == config.to_toml(config.load(DEFAULT_RUN))
     by_case, _ = _resolved("--case", "paper-2d", "--method", "hybrid")
     assert config.to_toml(by_case) == config.to_toml(cfg)

@@ -28,9 +28,9 @@ def _run(mpiexec, tmp_path, name, extra, steps):
     return out
 
 
-def _network(path):
+def _network(path, group="network"):
     with h5py.File(path, "r") as f:
-        g = f["replicated/network"]
+        g = f[f"replicated/{group}"]
         return {k: np.array(g[k]) for k in g}, int(f.attrs["step"])
 
 
@@ -40,8 +40,9 @@ def _network(path):
      "--set", "optimizer.lbfgs_max_iter=4"],
     ["--paper", "--method", "hybrid", "--case", "paper-2d", "--optimizer", "adam-gauss-newton",
      "--set", "optimizer.gn_warmup=2", "--set", "optimizer.gn_solver=cg",
-     "--set", "sampling.resample_every=3", "--set", "optimizer.gn_momentum=0.5"],
-], ids=["hybrid-adam", "pinn-lbfgs", "hybrid-adam-gauss-newton"])
+     "--set", "sampling.resample_every=3", "--set", "optimizer.gn_momentum=0.5",
+     "--set", "train.ema_decay=0.5", "--set", "estimate.every=2"],
+], ids=["hybrid-adam", "pinn-lbfgs", "hybrid-adam-gauss-newton-average"])
 def test_resume_is_bitwise_identical_to_an_uninterrupted_run(mpiexec, tmp_path, extra):
     _run(mpiexec, tmp_path, "full", extra, 8)
     _run(mpiexec, tmp_path, "split", extra, 4)
@@ -54,6 +55,12 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(mpiexec, tmp_path, 
     assert step_full == step_split == 8
     for k in full:
         assert np.array_equal(full[k], split[k]), k      # bitwise
+    if "train.ema_decay=0.5" in extra:                   # the average of the iterates too
+        full, _ = _network(tmp_path / "full" / "checkpoint.h5", "average")
+        split, _ = _network(tmp_path / "split" / "checkpoint.h5", "average")
+        assert full.keys() == split.keys() and "n_averaged" in full
+        for k in full:
+            assert np.array_equal(full[k], split[k]), k
     rows = list(csv.DictReader(open(tmp_path / "split" / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
     ref_rows = list(csv.DictReader(open(tmp_path / "full" / "metrics.csv")))

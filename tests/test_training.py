@@ -1,4 +1,5 @@
 """PINN engine pieces in one process: configuration, schedule, balancing, switch, a short run."""
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ JOBS = Path(__file__).resolve().parent.parent / "jobs"
     ("train.steps=-3", "train.steps = -3 (allowed: > 0)"),
     ("balancing.alpha=1.5", "balancing.alpha = 1.5 (allowed: 0 <= value < 1)"),
     ("optimizer.gn_momentum=1", "optimizer.gn_momentum = 1.0 (allowed: 0 <= value < 1)"),
+    ("train.ema_decay=1", "train.ema_decay = 1.0 (allowed: 0 <= value < 1)"),
     ("network.hard_bc=maybe", "network.hard_bc = 'maybe' (allowed: true or false)"),
     ("sampling.method=halton", "sampling.method = 'halton' (allowed: uniform, sobol)"),
     ("sampling.interior=0", "sampling.interior = 0 (allowed: > 0)"),
@@ -186,6 +188,47 @@ def test_job_files_and_the_default_run_load_and_build(path):
     net = build_network(cfg.network, problem)
     assert sum(p.numel() for p in net.parameters()) == resources.parameter_count(
         cfg, problem.dim, 1)
+
+
+def test_the_answer_is_the_moving_average_of_the_iterates():
+    """train.ema_decay = beta: every step's estimate, errors and best iterate are those of
+    a_k = beta a_{k-1} + (1 - beta) v_k (a_1 = v_1), averaged here independently of
+    AveragedModel; the optimizer goes on from the iterate v_k."""
+    from parallel_ms.training.loop import Callback, Trainer
+    cfg = config.load(None, [
+        "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "train.steps=8",
+        "sampling.interior=200", "network.width=16", "network.features=8", "coarse.cells=20",
+        "train.eval_every=1", "estimate.every=1", "reference.degree=1", "train.ema_decay=0.25",
+        "network.dtype=float64"])
+    trainer = Trainer(cfg, parallel.init("cpu"))
+
+    class Averages(Callback):
+        def __init__(self) -> None:
+            self.average: dict | None = None
+            self.rows: list[tuple[dict, dict, float, float]] = []
+
+        def on_step_end(self, trainer, row) -> None:
+            v = {k: t.detach().clone() for k, t in trainer.s.net.state_dict().items()}
+            self.average = v if self.average is None else {
+                k: 0.25 * self.average[k] + 0.75 * v[k] for k in v}
+            net = copy.deepcopy(trainer.s.net)
+            net.load_state_dict(self.average)
+            self.rows.append((v, self.average, trainer.estimate(net).rel_l2,
+                              trainer.errors(net)[0]))
+
+    averages = Averages()
+    result = trainer.run(callbacks=[averages])
+    for row, (_, _, estimated, rel_l2) in zip(result.history, averages.rows):
+        assert row["estimated_rel_l2"] == pytest.approx(estimated, rel=1e-10)
+        assert row["rel_l2"] == pytest.approx(rel_l2, rel=1e-10)
+    iterate, average = averages.rows[-1][:2]
+    assert all(torch.equal(t, iterate[k]) for k, t in trainer.s.net.state_dict().items())
+    assert not all(torch.equal(t, average[k]) for k, t in iterate.items())
+    best = averages.rows[result.best_step - 1][1]
+    assert all(torch.allclose(t, best[k], rtol=1e-12, atol=0)
+               for k, t in trainer.best[2].items())
+    with pytest.raises(UserError, match="train.ema_decay = 0.5 .allowed: 0 when train.best_by"):
+        config.load(None, ["train.ema_decay=0.5", "train.best_by=loss"])
 
 
 def test_best_iterate_by_the_estimate_is_the_smallest_estimated_error():

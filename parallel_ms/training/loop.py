@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from parallel_ms import parallel
 from parallel_ms.config import Config
@@ -81,6 +82,10 @@ class Trainer:
             cfg.optimizer)
         self._reference = None
         self._estimator: ErrorEstimator | None = None
+        #: the exponential moving average of the iterates (train.ema_decay > 0): the run's answer
+        self.average = AveragedModel(
+            self.s.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+            use_buffers=True) if cfg.train.ema_decay else None
         self.current_step = 0
         self.best: tuple[float, int, dict[str, Any]] = (
             float("inf"), 0, copy.deepcopy(self.s.net.state_dict()))
@@ -130,21 +135,24 @@ class Trainer:
                                                cache_dir=Path(r.cache_dir).expanduser())
         return self._reference
 
-    def point_function(self) -> Any:
-        """The current network as a point function (value and gradient, first output)."""
-        return torch_point_function(self.s.net, self.s.objective.dtype, self.ctx.device)
+    def point_function(self, net: torch.nn.Module | None = None) -> Any:
+        """``net`` (default: the current network) as a point function (value and gradient,
+        first output)."""
+        return torch_point_function(self.s.net if net is None else net,
+                                    self.s.objective.dtype, self.ctx.device)
 
-    def errors(self) -> tuple[float, float]:
-        """Rel. L2 and H1 errors of the current network against the reference."""
-        return relative_errors(self.point_function(), self.reference())
+    def errors(self, net: torch.nn.Module | None = None) -> tuple[float, float]:
+        """Rel. L2 and H1 errors of ``net`` (default: the current network) against the
+        reference."""
+        return relative_errors(self.point_function(net), self.reference())
 
-    def estimate(self) -> Estimate:
-        """The error estimate of the current network (no reference used)."""
+    def estimate(self, net: torch.nn.Module | None = None) -> Estimate:
+        """The error estimate of ``net`` (default: the current network; no reference used)."""
         if self._estimator is None:
             e = self.cfg.estimate
             self._estimator = ErrorEstimator(self.s.problem, e.cells_per_period, e.degree,
                                              comm=self.ctx.comm)
-        return self._estimator.estimate(self.point_function())
+        return self._estimator.estimate(self.point_function(net))
 
     def corrected(self) -> dict[str, float]:
         """The estimate of the current network and the rel. L2/H1 errors of the corrected
@@ -191,6 +199,8 @@ class Trainer:
             "best": {"loss": self.best[0], "step": self.best[1],
                      "network": dict(self.best[2]), "k11": self.k11_best},
             "coarse_refresh": self.s.objective.refresh.state_dict()}
+        if self.average is not None:
+            replicated["average"] = self.average.state_dict()
         shard = self.s.objective.shard
         per_rank: dict[str, Any] = {
             "rng": {"torch": torch.get_rng_state(),
@@ -211,6 +221,8 @@ class Trainer:
         self._best_evaluated = None
         self.k11_best = b["k11"]
         self.s.objective.refresh.load_state_dict(replicated["coarse_refresh"])
+        if self.average is not None:
+            self.average.load_state_dict(replicated["average"])
         self.current_step = replicated["step"]
         self._elapsed_before = replicated["elapsed"]
         self._validation_time = replicated.get("validation_time", 0.0)
@@ -260,19 +272,9 @@ class Trainer:
                 raise Diverged(f"{bad[0]} at step {step}: the run diverged (try a smaller "
                                f"optimizer.lr or network.dtype=float64); the last checkpoint "
                                f"is kept")
-            if self.s.validation is not None:
-                row["validation"] = self.validation_loss()
-            last = step == cfg.train.steps
-            if cfg.estimate.enabled and (step % cfg.estimate.every == 0 or last):
-                est = self.estimate()           # part of training: it picks the best iterate
-                row["estimated_rel_l2"], row["estimated_rel_h1"] = est.rel_l2, est.rel_h1
-            self.keep_if_best(row)
-            if step % cfg.train.eval_every == 0 or last:
-                t0 = time.perf_counter()
-                row["rel_l2"], row["rel_h1"] = self.errors()
-                self._validation_time += time.perf_counter() - t0
-                if self.best[1] == step:
-                    self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
+            if self.average is not None:
+                self.average.update_parameters(self.s.net)
+            self.evaluate(row)
             row["wall_time"] = self._elapsed()
             row["train_time"] = row["wall_time"] - self._validation_time
             for callback in callbacks:
@@ -296,6 +298,32 @@ class Trainer:
         return Result(self.current_step, self.best[1], self.best[0], rel_l2, rel_h1,
                       self._elapsed(), history, self.k11_best, stopped, estimate)
 
+    def evaluate(self, row: dict[str, Any]) -> None:
+        """Step ``row["step"]``'s evaluation: the validation loss of the iterate; of the run's
+        answer (:meth:`answer`) the error estimate (every ``estimate.every`` steps), the best
+        iterate, the rel. L2/H1 errors (every ``train.eval_every`` steps; their time is
+        validation time)."""
+        cfg, step, net = self.cfg, row["step"], self.answer()
+        if self.s.validation is not None:
+            row["validation"] = self.validation_loss()
+        last = step == cfg.train.steps
+        if cfg.estimate.enabled and (step % cfg.estimate.every == 0 or last):
+            est = self.estimate(net)            # part of training: it picks the best iterate
+            row["estimated_rel_l2"], row["estimated_rel_h1"] = est.rel_l2, est.rel_h1
+        self.keep_if_best(row, net)
+        if step % cfg.train.eval_every == 0 or last:
+            t0 = time.perf_counter()
+            row["rel_l2"], row["rel_h1"] = self.errors(net)
+            self._validation_time += time.perf_counter() - t0
+            if self.best[1] == step:
+                self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
+
+    def answer(self) -> torch.nn.Module:
+        """The run's answer: the average of the iterates (``train.ema_decay`` > 0, its own
+        module: the iterate's parameters, which the optimizer's cached linearisation holds, are
+        not touched) or the iterate itself."""
+        return self.s.net if self.average is None else self.average.module
+
     def validation_terms(self) -> dict[str, float]:
         """The terms of the current iterate at the fixed validation points
         (``sampling.validation``), summed over ranks."""
@@ -309,9 +337,9 @@ class Trainer:
         at = self.validation_terms()
         return at["residual"] + at.get("boundary", 0.0)
 
-    def keep_if_best(self, row: dict[str, Any]) -> None:
-        """Keep the current iterate (its step's ``row``) if its criterion is the smallest so
-        far. ``train.best_by = "estimate"``: the estimated rel. L2 error (at the steps that
+    def keep_if_best(self, row: dict[str, Any], net: torch.nn.Module | None = None) -> None:
+        """Keep ``net`` (default: the current network; its step's ``row``) if its criterion is
+        the smallest so far. ``train.best_by = "estimate"``: the estimated rel. L2 error (at the steps that
         have one, every ``estimate.every``). ``"loss"``: the fine-problem loss (3.24),
         residual + tau_1 boundary term without the coupling (with a soft boundary condition
         the residual alone does not see a constant offset of v), at the validation points
@@ -322,7 +350,8 @@ class Trainer:
         else:
             value = row.get("validation", row["residual"] + row.get("boundary", 0.0))
         if value is not None and value < self.best[0]:
-            self.best = (value, row["step"], copy.deepcopy(self.s.net.state_dict()))
+            net = self.s.net if net is None else net
+            self.best = (value, row["step"], copy.deepcopy(net.state_dict()))
             self.k11_best = row.get("k11")
 
     def best_iterate(self) -> "_Swap":
