@@ -47,7 +47,8 @@ _HYBRID_1D_NONPERIODIC: Settings = {**_GN_1D_MSFF, **_HYBRID_1D, "coupling.tau2"
 MEASURED: dict[str, dict[str, Settings]] = {
     "paper-2d": {   # pinn: jobs/paper-2d.toml; hybrid: the embedded default run
         "pinn": {**_GN_2D, "optimizer.gn_momentum": 0.9, "train.steps": 250,
-                 "train.eval_every": 10, "output.checkpoint_every": 10},
+                 "train.eval_every": 10, "output.checkpoint_every": 10,
+                 "train.ema_decay": 0.5, "estimate.every": 1},
         "hybrid": {**_GN_2D, "optimizer.gn_momentum": 0.9, "coupling.continuation": 0.5,
                    "loss.tau_weak": 1e4, "loss.weak_norm": "dual", "train.steps": 60,
                    "train.eval_every": 20, "train.ema_decay": 0.5, "estimate.every": 1}},
@@ -64,7 +65,7 @@ MEASURED: dict[str, dict[str, Settings]] = {
 #: state is consistent): rel. L2 0.62-0.69 where the P1-upscaled hybrid gives 5.3-6.2
 #: (docs/results-high-contrast.md, benchmarks/gmsfem_hybrid.py)
 MEASURED["channels-2d"] = {
-    "pinn": MEASURED["paper-2d"]["pinn"],
+    "pinn": {**MEASURED["paper-2d"]["pinn"], "train.ema_decay": 0.0, "estimate.every": 5},
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], "coarse.space": "gmsfem",
                "coupling.tau2": 1e9, "coupling.continuation": 0.0,
                "optimizer.gn_momentum": 0.0, "train.steps": 40, "train.ema_decay": 0.0,
