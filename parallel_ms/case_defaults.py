@@ -43,15 +43,19 @@ _GN_1D_MSFF: Settings = {**_GN_1D, "network.width": 32, "network.features": 16,
 
 _HYBRID_1D_NONPERIODIC: Settings = {**_GN_1D_MSFF, **_HYBRID_1D, "coupling.tau2": 1e-3}
 
+#: the run's answer the average of its last iterates, the best of them by the estimate at every
+#: step (docs/usage.md); the iterate itself, estimated every 5 steps, where that was measured
+_AVERAGED: Settings = {"train.ema_decay": 0.5, "estimate.every": 1}
+_ITERATE: Settings = {"train.ema_decay": 0.0, "estimate.every": 5}
+
 #: case -> method -> the measured Gauss–Newton training
 MEASURED: dict[str, dict[str, Settings]] = {
     "paper-2d": {   # pinn: jobs/paper-2d.toml; hybrid: the embedded default run
         "pinn": {**_GN_2D, "optimizer.gn_momentum": 0.9, "train.steps": 250,
-                 "train.eval_every": 10, "output.checkpoint_every": 10,
-                 "train.ema_decay": 0.5, "estimate.every": 1},
+                 "train.eval_every": 10, "output.checkpoint_every": 10, **_AVERAGED},
         "hybrid": {**_GN_2D, "optimizer.gn_momentum": 0.9, "coupling.continuation": 0.5,
                    "loss.tau_weak": 1e4, "loss.weak_norm": "dual", "train.steps": 60,
-                   "train.eval_every": 20, "train.ema_decay": 0.5, "estimate.every": 1}},
+                   "train.eval_every": 20, **_AVERAGED}},
     "paper-1d-eps0_01": {"pinn": _GN_1D_TWO_SCALE, "hybrid": {**_GN_1D_TWO_SCALE, **_HYBRID_1D}},
     "paper-1d-eps1_15": {"pinn": _GN_1D_MSFF, "hybrid": {**_GN_1D_MSFF, **_HYBRID_1D}},
     # not periodic: the constant K~ of the coarse problem is inconsistent, so the coupling
@@ -65,11 +69,10 @@ MEASURED: dict[str, dict[str, Settings]] = {
 #: state is consistent): rel. L2 0.62-0.69 where the P1-upscaled hybrid gives 5.3-6.2
 #: (docs/results-high-contrast.md, benchmarks/gmsfem_hybrid.py)
 MEASURED["channels-2d"] = {
-    "pinn": {**MEASURED["paper-2d"]["pinn"], "train.ema_decay": 0.0, "estimate.every": 5},
+    "pinn": {**MEASURED["paper-2d"]["pinn"], **_ITERATE},
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], "coarse.space": "gmsfem",
                "coupling.tau2": 1e9, "coupling.continuation": 0.0,
-               "optimizer.gn_momentum": 0.0, "train.steps": 40, "train.ema_decay": 0.0,
-               "estimate.every": 5}}
+               "optimizer.gn_momentum": 0.0, "train.steps": 40, **_ITERATE}}
 
 #: built-in case without a measured training -> the paper case whose training it starts from
 #: (1D: the Ms-FF network, which assumes no periodic structure)
