@@ -234,7 +234,8 @@ def test_the_answer_is_the_moving_average_of_the_iterates():
 def test_best_iterate_by_the_estimate_is_the_smallest_estimated_error():
     """train.best_by = estimate (the default): the best iterate is the step, among those
     estimated (every estimate.every and the last), with the smallest estimated rel. L2 error;
-    its reported errors are that iterate's."""
+    its reported errors are that iterate's, and every evaluated row has the errors of the
+    best iterate so far (what the run returns if it stops there)."""
     from parallel_ms.training.loop import Trainer
     cfg = config.load(None, [
         "problem.case=paper-1d-eps1_15", "problem.eps=0.5", "train.steps=12",
@@ -249,3 +250,10 @@ def test_best_iterate_by_the_estimate_is_the_smallest_estimated_error():
     best = next(row for row in result.history if row["step"] == result.best_step)
     assert result.rel_l2 == best["rel_l2"]
     assert result.estimate["estimated_rel_l2"] == pytest.approx(best["estimated_rel_l2"])
+    rel_l2 = {row["step"]: row["rel_l2"] for row in result.history}
+    for row in result.history:
+        so_far = {s: e for s, e in estimated.items() if s <= row["step"]}
+        assert ("best_rel_l2" in row) == bool(so_far)
+        if so_far:
+            assert row["best_rel_l2"] == pytest.approx(rel_l2[min(so_far, key=so_far.get)],
+                                                       rel=1e-12)

@@ -64,7 +64,7 @@ class RunDirectory:
                  comm: Any) -> None:
         name = name or time.strftime(f"{cfg.train.method}-{cfg.problem.case}-%Y%m%d-%H%M%S")
         #: the columns of metrics.csv filled at evaluation steps only
-        self._evaluated = ("rel_l2", "rel_h1") + (
+        self._evaluated = ("rel_l2", "rel_h1", "best_rel_l2", "best_rel_h1") + (
             ("estimated_rel_l2", "estimated_rel_h1") if cfg.estimate.enabled else ())
         name = comm.bcast(name, root=0)  # one name on every rank, even across a second tick
         self.path = Path(root).expanduser() / name

@@ -94,6 +94,7 @@ class Trainer:
         self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
         #: (step, rel. L2, rel. H1) of the best iterate when it was evaluated at its own step
         self._best_evaluated: tuple[int, float, float] | None = None
+        self._best_network: torch.nn.Module | None = None       #: see :meth:`best_network`
         self.checkpoints = CheckpointPolicy(cfg.output.checkpoint_every,
                                             cfg.output.checkpoint_minutes, ctx.comm)
 
@@ -301,8 +302,8 @@ class Trainer:
     def evaluate(self, row: dict[str, Any]) -> None:
         """Step ``row["step"]``'s evaluation: the validation loss of the iterate; of the run's
         answer (:meth:`answer`) the error estimate (every ``estimate.every`` steps), the best
-        iterate, the rel. L2/H1 errors (every ``train.eval_every`` steps; their time is
-        validation time)."""
+        iterate, the rel. L2/H1 errors of the answer and of the best iterate so far (every
+        ``train.eval_every`` steps; their time is validation time)."""
         cfg, step, net = self.cfg, row["step"], self.answer()
         if self.s.validation is not None:
             row["validation"] = self.validation_loss()
@@ -314,9 +315,11 @@ class Trainer:
         if step % cfg.train.eval_every == 0 or last:
             t0 = time.perf_counter()
             row["rel_l2"], row["rel_h1"] = self.errors(net)
-            self._validation_time += time.perf_counter() - t0
             if self.best[1] == step:
                 self._best_evaluated = (step, row["rel_l2"], row["rel_h1"])
+            if self.best[1]:        # what the run returns if it stops here
+                row["best_rel_l2"], row["best_rel_h1"] = self.best_errors()
+            self._validation_time += time.perf_counter() - t0
 
     def answer(self) -> torch.nn.Module:
         """The run's answer: the average of the iterates (``train.ema_decay`` > 0, its own
@@ -362,11 +365,19 @@ class Trainer:
         """Context: the network holds the parameters ``state`` (a state_dict) inside."""
         return _Swap(self.s.net, state)
 
+    def best_network(self) -> torch.nn.Module:
+        """The best iterate in a module of its own (the iterate's parameters, which the
+        optimizer's cached linearisation holds, are not touched: usable mid-run)."""
+        if self._best_network is None:
+            self._best_network = copy.deepcopy(self.s.net)
+        self._best_network.load_state_dict(self.best[2])
+        return self._best_network
+
     def best_errors(self) -> tuple[float, float]:
-        if self._best_evaluated is not None and self._best_evaluated[0] == self.best[1]:
-            return self._best_evaluated[1:]
-        with self.best_iterate():
-            return self.errors()
+        """Rel. L2 and H1 errors of the best iterate (computed once per best iterate)."""
+        if self._best_evaluated is None or self._best_evaluated[0] != self.best[1]:
+            self._best_evaluated = (self.best[1], *self.errors(self.best_network()))
+        return self._best_evaluated[1:]
 
 
 class _Swap:
