@@ -4,6 +4,7 @@ measure time; none of that is asserted here.)"""
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import json
 import math
@@ -69,7 +70,18 @@ def test_reproduce_tabulates_runs_and_reuses_them(tmp_path):
     for r in out:      # every error is <= 1e9 (reached at the first evaluation), none is <= 0
         assert r["time_to"] == {"1000000000.0": r["train_time"][0], "0.0": None}
         assert r["steps"][-1] == 60 and r["ranks"] == 1
+        assert r["best_after_smallest_target"] is None       # the best never reaches 0
     assert "| hybrid | 1 | 60 |" in tta.stdout and (tmp_path / "tta.png").stat().st_size > 0
+    # what the run returns if stopped after reaching 1e9 (from the start): its worst value
+    tta = subprocess.run(
+        [sys.executable, "benchmarks/time_to_accuracy.py", f"hybrid={paths['hybrid']}",
+         "--targets", "1e9", "--json", str(tmp_path / "tta.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tta.returncode == 0, tta.stdout + tta.stderr
+    with open(Path(paths["hybrid"]) / "metrics.csv") as f:
+        best = [float(r["best_rel_l2"]) for r in csv.DictReader(f) if r["best_rel_l2"]]
+    assert len(best) > 1 and json.loads((tmp_path / "tta.json").read_text())["runs"][0][
+        "best_after_smallest_target"] == max(best)
 
 
 def test_reproduce_unknown_table_is_one_line():

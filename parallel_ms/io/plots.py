@@ -41,11 +41,13 @@ def plot_history(metrics: dict[str, np.ndarray], out: Path) -> Path:
             axes[0].semilogy(step, metrics[name], label=name, lw=1)
     axes[0].set(xlabel="step", title="loss terms")
     axes[0].legend()
-    for name, label in (("rel_l2", "rel. L2"), ("rel_h1", "rel. H1")):
+    for name, label, style in (("rel_l2", "rel. L2", "o-"), ("rel_h1", "rel. H1", "o-"),
+                               ("best_rel_l2", "rel. L2, best iterate so far", "s--"),
+                               ("estimated_rel_l2", "estimated rel. L2", "-")):
         if name in metrics:
             ok = np.isfinite(metrics[name])
-            axes[1].semilogy(step[ok], metrics[name][ok], "o-", ms=3, label=label)
-    axes[1].set(xlabel="step", title="error against the reference")
+            axes[1].semilogy(step[ok], metrics[name][ok], style, ms=3, lw=1, label=label)
+    axes[1].set(xlabel="step", title="error")
     axes[1].legend()
     if has_k:
         axes[2].plot(step, metrics["k11"], label="K~_11 applied")

@@ -358,12 +358,9 @@ class Trainer:
             self.k11_best = row.get("k11")
 
     def best_iterate(self) -> "_Swap":
-        """Context: the network holds the best iterate inside (:meth:`keep_if_best`)."""
-        return self.holding(self.best[2])
-
-    def holding(self, state: dict[str, Any]) -> "_Swap":
-        """Context: the network holds the parameters ``state`` (a state_dict) inside."""
-        return _Swap(self.s.net, state)
+        """Context: the network holds the best iterate inside (:meth:`keep_if_best`; after
+        training: mid-run, :meth:`best_network` leaves the iterate alone)."""
+        return _Swap(self.s.net, self.best[2])
 
     def best_network(self) -> torch.nn.Module:
         """The best iterate in a module of its own (the iterate's parameters, which the
