@@ -13,7 +13,6 @@ config.toml for the continuation (e.g. sampling.interior=18000: more points per 
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ def main() -> int:
 
         def __init__(self, start: int) -> None:
             self.start, self.mean, self.rows = start, None, []
-            self.net: torch.nn.Module | None = None
 
         def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
             n = row["step"] - self.start
@@ -53,10 +51,7 @@ def main() -> int:
             if n % args.every:
                 return
             l2, h1 = trainer.errors()
-            if self.net is None:     # the average in a module of its own: the iterate's
-                self.net = copy.deepcopy(trainer.s.net)  # parameters (Gauss-Newton's cached
-            self.net.load_state_dict(self.mean)          # linearisation) are not touched
-            l2_avg, h1_avg = trainer.errors(self.net)
+            l2_avg, h1_avg = trainer.errors(trainer.network_holding(self.mean))
             self.rows.append({"step": row["step"], "residual": row["residual"],
                               "rel_l2": l2, "rel_h1": h1,
                               "rel_l2_average": l2_avg, "rel_h1_average": h1_avg})

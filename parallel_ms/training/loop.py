@@ -94,7 +94,7 @@ class Trainer:
         self._validation_time = 0.0       #: seconds spent on rel. L2/H1 errors (in wall time)
         #: (step, rel. L2, rel. H1) of the best iterate when it was evaluated at its own step
         self._best_evaluated: tuple[int, float, float] | None = None
-        self._best_network: torch.nn.Module | None = None       #: see :meth:`best_network`
+        self._scratch: torch.nn.Module | None = None        #: see :meth:`network_holding`
         self.checkpoints = CheckpointPolicy(cfg.output.checkpoint_every,
                                             cfg.output.checkpoint_minutes, ctx.comm)
 
@@ -359,21 +359,22 @@ class Trainer:
 
     def best_iterate(self) -> "_Swap":
         """Context: the network holds the best iterate inside (:meth:`keep_if_best`; after
-        training: mid-run, :meth:`best_network` leaves the iterate alone)."""
+        training: mid-run, :meth:`network_holding` leaves the iterate alone)."""
         return _Swap(self.s.net, self.best[2])
 
-    def best_network(self) -> torch.nn.Module:
-        """The best iterate in a module of its own (the iterate's parameters, which the
-        optimizer's cached linearisation holds, are not touched: usable mid-run)."""
-        if self._best_network is None:
-            self._best_network = copy.deepcopy(self.s.net)
-        self._best_network.load_state_dict(self.best[2])
-        return self._best_network
+    def network_holding(self, state: dict[str, Any]) -> torch.nn.Module:
+        """A module of its own (one, reused: valid until the next call) holding the
+        parameters ``state`` (a state_dict): the iterate's parameters, which the optimizer's
+        cached linearisation holds, are not touched, so it is usable mid-run."""
+        if self._scratch is None:
+            self._scratch = copy.deepcopy(self.s.net)
+        self._scratch.load_state_dict(state)
+        return self._scratch
 
     def best_errors(self) -> tuple[float, float]:
         """Rel. L2 and H1 errors of the best iterate (computed once per best iterate)."""
         if self._best_evaluated is None or self._best_evaluated[0] != self.best[1]:
-            self._best_evaluated = (self.best[1], *self.errors(self.best_network()))
+            self._best_evaluated = (self.best[1], *self.errors(self.network_holding(self.best[2])))
         return self._best_evaluated[1:]
 
 
