@@ -115,6 +115,38 @@ def _wait_for_steps(proc, metrics, n, timeout=120.0):
     raise AssertionError(f"the run did not reach step {n}: {proc.poll()}")
 
 
+_CHILD_SURVIVES = """
+import subprocess, time
+from mpi4py import MPI
+from parallel_ms.training.preemption import Preemption
+with Preemption(MPI.COMM_WORLD) as pre:
+    child = subprocess.Popen(["cat"], stdin=subprocess.PIPE)    # stands in for a compiler
+    MPI.COMM_WORLD.barrier()
+    if MPI.COMM_WORLD.rank == 0:
+        print("ready", flush=True)
+    t0 = time.time()
+    while not pre.requested() and time.time() - t0 < 60:
+        time.sleep(0.05)
+    child.stdin.close()
+    codes = MPI.COMM_WORLD.gather(child.wait())
+    if MPI.COMM_WORLD.rank == 0:
+        print("children", *codes, pre.name, flush=True)
+"""
+
+
+def test_a_rank_s_child_processes_survive_the_preemption_signal():
+    """mpiexec forwards SIGUSR1 to each rank's process group: a child a rank is running then
+    (PyOP2's compiler, building a kernel mid-run) must finish, not die of the signal."""
+    proc = subprocess.Popen(["mpiexec", "--oversubscribe", "-n", "2", sys.executable, "-c",
+                             _CHILD_SURVIVES], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=mpi_env(), cwd=ROOT)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert stdout.splitlines() == ["children 0 0 SIGUSR1"], stdout + stderr
+
+
 @pytest.mark.parametrize("how", ["SIGUSR1 to mpiexec", "SIGTERM to every rank"])
 def test_preemption_checkpoints_and_exits_0_then_resumes_bitwise(mpiexec, tmp_path, how):
     """mpiexec forwards SIGUSR1 to the ranks (batch scripts: --signal=B:USR1@120); SLURM sends
