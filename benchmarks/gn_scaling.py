@@ -208,9 +208,9 @@ def sizes(network: str, points: int, ranks: int) -> tuple[float, float]:
     from parallel_ms import config, resources
     from parallel_ms.problems import get_case
     cfg = config.load(DEFAULT, [f"sampling.interior={points}", *NETWORKS[network]])
-    dim = get_case(cfg.problem.case).dim
-    return (float(resources.parameter_count(cfg, dim, cfg.outputs)),
-            resources.curvature_rows(cfg, dim, ranks))
+    problem = get_case(cfg.problem.case)
+    return (float(resources.parameter_count(cfg, problem, cfg.outputs)),
+            resources.curvature_rows(cfg, problem.dim, ranks))
 
 
 def project(ranks: list[int], machine_name: str) -> list[dict[str, Any]]:

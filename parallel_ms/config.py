@@ -21,12 +21,12 @@ class ProblemConfig:
 @dataclass
 class NetworkConfig:
     kind: str = "msff"              #: msff (multiscale Fourier features) | mlp | two-scale
-                                    #: (N_0(x) + eps N_1(x, x/eps), periodic cases)
+                                    #: (N_0(x) + eps N_1(x, x/eps), cases with fast waves)
     width: int = 128                #: neurons per hidden layer
     depth: int = 2                  #: hidden layers (per Fourier-feature branch for msff)
     features: int = 64              #: Fourier features m per map (Ms-FF)
     sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
-    harmonics: int = 1              #: harmonics of the fast variable per axis (two-scale)
+    harmonics: int = 1              #: harmonics of each fast wave of the case (two-scale)
     hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
     dtype: str = "auto"             #: auto (float64 for Gauss-Newton, else float32) | float32
                                     #: | float64

@@ -124,9 +124,9 @@ def reference_estimate(problem: "Problem", degree: int, resolution: int | None, 
                     setting)
 
 
-def parameter_count(cfg: "Config", dim: int, outputs: int) -> int:
-    """Parameters of the network that :func:`parallel_ms.fine.networks.build_network` makes."""
-    n = cfg.network
+def parameter_count(cfg: "Config", problem: "Problem", outputs: int) -> int:
+    """Parameters of the network that :func:`parallel_ms.fine.model.build_network` makes."""
+    n, dim = cfg.network, problem.dim
     hidden = (n.depth - 1) * (n.width ** 2 + n.width)
 
     def mlp(inputs: int) -> int:
@@ -135,7 +135,7 @@ def parameter_count(cfg: "Config", dim: int, outputs: int) -> int:
     if n.kind == "mlp":
         return mlp(dim)
     if n.kind == "two-scale":
-        return mlp(dim) + mlp(dim * (1 + 2 * n.harmonics))
+        return mlp(dim) + mlp(dim + 2 * len(problem.waves or ()) * n.harmonics)
     branches = len(n.sigmas) if n.sigmas else 2
     return 2 * n.features * n.width + n.width + hidden + (n.width * branches + 1) * outputs
 
@@ -183,7 +183,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
             out.append(Estimate(f"the GMsFEM fine mesh ({fine:.3g} P1 dofs)",
                                 fine * REFERENCE_PER_DOF[dim, 1] / ranks,
                                 "gmsfem.refinement / coarse.cells"))
-    p = float(parameter_count(cfg, dim, outputs))
+    p = float(parameter_count(cfg, problem, outputs))
     history = spec(cfg.optimizer.kind).history
     vectors = 4 + (2 * cfg.optimizer.lbfgs_history if history else 0)
     out.append(Estimate(f"the network and optimizer state ({p:.3g} parameters)",
@@ -225,7 +225,7 @@ def resolve_curvature_solver(cfg: "Config", problem: "Problem", comm: MPI.Comm) 
     rest = sum(e.nbytes for e in run_estimates(cfg, problem, comm.size))   # no curvature yet
     left = rank_share(comm, cfg.parallel.memory_per_rank) - BASE - rest
     o.gn_solver, why = choose_curvature_solver(
-        float(parameter_count(cfg, problem.dim, cfg.outputs)),
+        float(parameter_count(cfg, problem, cfg.outputs)),
         curvature_rows(cfg, problem.dim, comm.size), comm.size,
         8 if cfg.network.dtype == "float64" else 4, left)
     return f"optimizer.gn_solver = auto: {why}"

@@ -4,16 +4,18 @@ import torch
 
 from parallel_ms.fine.derivatives import derivatives
 from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet, TwoScaleNet
+from parallel_ms.problems.problem import axis_waves
 
 PERIOD = {1: (1.0,), 2: (2.0, 1.0)}  # of K_eps in units of eps: paper-1d, paper-2d
+WAVES = {d: axis_waves(p) for d, p in PERIOD.items()}
 
 NETWORKS = {
     "mlp": lambda d: MLP(d, 24, 4),
     "msff": lambda d: MsFourierNet(d, (1.0, 10.0), 16, 32, 2),
     "hard-msff": lambda d: HardBoundary(MsFourierNet(d, (1.0, 5.0), 16, 32, 2)),
     "hard-mlp": lambda d: HardBoundary(MLP(d, 24, 3)),
-    "two-scale": lambda d: TwoScaleNet(d, 0.05, PERIOD[d], 2, 16, 2),
-    "hard-two-scale": lambda d: HardBoundary(TwoScaleNet(d, 0.1, PERIOD[d], 3, 16, 2)),
+    "two-scale": lambda d: TwoScaleNet(d, 0.05, WAVES[d], 2, 16, 2),
+    "hard-two-scale": lambda d: HardBoundary(TwoScaleNet(d, 0.1, WAVES[d], 3, 16, 2)),
 }
 
 
@@ -62,7 +64,7 @@ def test_two_scale_network_is_slow_plus_eps_times_periodic_fast(dim):
     eps times a function of O(1); the slow network alone is unchanged by the fast variable."""
     torch.manual_seed(1)
     eps = 0.01
-    net = TwoScaleNet(dim, eps, PERIOD[dim], harmonics=2, width=16).double()
+    net = TwoScaleNet(dim, eps, WAVES[dim], harmonics=2, width=16).double()
     x = torch.rand(200, dim, dtype=torch.float64) * 0.5
     with torch.no_grad():
         slow_only = net(x) - eps * net.fast(torch.cat([2 * x - 1, torch.cos(x @ net.omega.T),
@@ -98,16 +100,25 @@ def test_compiled_jet_agrees_with_autograd():
         assert torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a) < 1e-12
 
 
-def test_two_scale_network_needs_a_periodic_case():
+def test_two_scale_network_takes_the_case_s_fast_waves():
+    """Periodic: the axes over the period cell; quasi-periodic: the incommensurate waves
+    (harmonic-minor); no known fast structure: a one-line error."""
     from parallel_ms.config import NetworkConfig
     from parallel_ms.errors import UserError
     from parallel_ms.fine.model import build_network
     from parallel_ms.problems import get_case
     cfg = NetworkConfig(kind="two-scale", dtype="float64")
     with pytest.raises(UserError, match=r"network.kind = 'two-scale' needs a case with a "
-                       r"periodic K_eps; case 'quasi-periodic-1d' has none") as err:
-        build_network(cfg, get_case("quasi-periodic-1d"))
+                       r"known fast structure \(a period or fast_waves\); case "
+                       r"'random-inclusions-2d' has none") as err:
+        build_network(cfg, get_case("random-inclusions-2d"))
     assert err.value.collective and "\n" not in str(err.value)
     net = build_network(cfg, get_case("paper-2d", eps=0.05))
     expected = [[2 * torch.pi / (0.05 * 2), 0], [0, 2 * torch.pi / 0.05]]   # periods 2 eps, eps
     assert torch.allclose(net.omega, torch.tensor(expected, dtype=torch.float64))
+    cfg.harmonics = 2
+    net = build_network(cfg, get_case("quasi-periodic-2d"))
+    s = 2 ** 0.5
+    expected = [[1, 0], [2, 0], [s, 0], [2 * s, 0], [0, 1], [0, 2]]
+    assert torch.allclose(net.omega, 2 * torch.pi / 0.1 * torch.tensor(expected,
+                                                                      dtype=torch.float64))

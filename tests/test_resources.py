@@ -73,9 +73,9 @@ def test_estimates_grow_with_the_settings_and_shrink_with_ranks():
     for kind in ("msff", "mlp", "two-scale"):
         c = config.load(None, [*TINY, f"network.kind={kind}", "network.depth=3",
                                "network.harmonics=3"])
-        for outputs in (1, 2):
-            assert resources.parameter_count(c, 1, outputs) == sum(
-                p.numel() for p in build_network(c.network, problem, outputs).parameters())
+        for case, outputs in ((problem, 1), (problem, 2), (get_case("quasi-periodic-2d"), 1)):
+            assert resources.parameter_count(c, case, outputs) == sum(
+                p.numel() for p in build_network(c.network, case, outputs).parameters())
 
 
 @pytest.mark.mpi

@@ -187,7 +187,7 @@ def test_job_files_and_the_default_run_load_and_build(path):
     problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
     net = build_network(cfg.network, problem)
     assert sum(p.numel() for p in net.parameters()) == resources.parameter_count(
-        cfg, problem.dim, 1)
+        cfg, problem, 1)
 
 
 def test_the_answer_is_the_moving_average_of_the_iterates():

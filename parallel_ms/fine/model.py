@@ -15,18 +15,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def build_network(cfg: NetworkConfig, problem: Problem, outputs: int = 1) -> nn.Module:
     """MLP, Ms-FF (sigmas default to [1, 1/eps], paper §4.4) or two-scale network (the fast
-    period from the case), optionally with hard BCs;
+    waves from the case), optionally with hard BCs;
     ``outputs`` = 2 for the two temperature drops of the block-tensor upscaling."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.kind == "mlp":
         net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth, outputs)
     elif cfg.kind == "two-scale":
-        if problem.period is None:
-            raise UserError(f"network.kind = 'two-scale' needs a case with a periodic K_eps; "
-                            f"case '{problem.name}' has none (allowed: msff, mlp)",
-                            collective=True)
-        net = TwoScaleNet(problem.dim, problem.eps, problem.period, cfg.harmonics, cfg.width,
+        if problem.waves is None:
+            raise UserError(f"network.kind = 'two-scale' needs a case with a known fast "
+                            f"structure (a period or fast_waves); case '{problem.name}' has "
+                            f"none (allowed: msff, mlp)", collective=True)
+        net = TwoScaleNet(problem.dim, problem.eps, problem.waves, cfg.harmonics, cfg.width,
                           cfg.depth, outputs)
     else:
         sigmas = cfg.sigmas or [1.0, 1.0 / problem.eps]

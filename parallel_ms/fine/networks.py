@@ -93,22 +93,23 @@ class TwoScaleNet(nn.Module):
     (paper 001 §2 and §4, whose approximation of u_eps is built the same way).
 
     N_0 is a tanh MLP of the slow variable 2x - 1; N_1 a tanh MLP of the slow variable and of the
-    fast variable on its torus: for each axis i and harmonic h = 1..H, cos and sin of
-    2 pi h x_i / (eps p_i), p the period of K_eps in units of eps. The period is not learned, and
-    the fast part starts O(eps) in value and O(1) in gradient, as in the expansion.
+    fast variable on its torus: for each fast wave vector k_j (units of 1/eps: e_i / p_i for a
+    period cell p, the axes for a locally periodic a(x, x/eps), incommensurate ones for a
+    quasi-periodic medium; :attr:`Problem.waves`) and harmonic h = 1..H, cos and sin of
+    2 pi h k_j . x / eps. The waves are not learned, and the fast part starts O(eps) in value
+    and O(1) in gradient, as in the expansion.
     """
 
-    def __init__(self, dim: int, eps: float, period: Sequence[float], harmonics: int = 1,
-                 width: int = 64, depth: int = 2, out: int = 1) -> None:
+    def __init__(self, dim: int, eps: float, waves: Sequence[Sequence[float]],
+                 harmonics: int = 1, width: int = 64, depth: int = 2, out: int = 1) -> None:
         super().__init__()
-        omega = torch.zeros(dim * harmonics, dim, dtype=torch.float64)
-        for i in range(dim):
-            for h in range(harmonics):
-                omega[i * harmonics + h, i] = 2 * math.pi * (h + 1) / (eps * period[i])
-        self.register_buffer("omega", omega)  # (d H, d): the fast phases are omega x
+        k = torch.as_tensor(waves, dtype=torch.float64).reshape(-1, dim)
+        h = torch.arange(1, harmonics + 1, dtype=torch.float64)
+        omega = 2 * math.pi * (k[:, None, :] * h[None, :, None]).reshape(-1, dim) / eps
+        self.register_buffer("omega", omega)  # (m H, d): the fast phases are omega x
         self.eps = eps
         self.slow = MLP(dim, width, depth, out)
-        self.fast = MLP(dim + 2 * dim * harmonics, width, depth, out)
+        self.fast = MLP(dim + 2 * len(omega), width, depth, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x @ self.omega.to(x.dtype).T

@@ -67,7 +67,7 @@ def locally_periodic_1d(eps: float = 0.05) -> Problem:
         conductivity=lambda x, m: (1 + x[0]) * (2 + m.sin(2 * m.pi * x[0] / eps)),
         source=lambda x, m: 1.0,
         description="K = a(x, x/eps) = (1+x)(2 + sin(2 pi x/eps)), q = 1 (paper 001 §2)",
-        bounds=(1.0, 6.0))
+        bounds=(1.0, 6.0), fast_waves=((1.0,),))
 
 
 @register("locally-periodic-2d")
@@ -80,7 +80,7 @@ def locally_periodic_2d(eps: float = 0.1) -> Problem:
         source=lambda x, m: 10 * m.exp(-100 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2)),
         description="K = a(x, x/eps) = (1.5+x1)(2 + (1+x2)/2 sin(2 pi x1/eps) cos(2 pi x2/eps)), "
                     "q = 10 exp(-100|x-0.5|^2) (paper 001 §2)",
-        bounds=(1.5, 7.5))
+        bounds=(1.5, 7.5), fast_waves=((1.0, 0.0), (0.0, 1.0)))
 
 
 _SQRT2 = math.sqrt(2.0)
@@ -95,7 +95,7 @@ def quasi_periodic_1d(eps: float = 0.05) -> Problem:
         source=lambda x, m: -3 * (2 * x[0] - 1),
         description="K = 3 + sin(2 pi x/eps) + sin(2 sqrt(2) pi x/eps): two incommensurate "
                     "frequencies (paper 001 §5)",
-        bounds=(1.0, 5.0), min_period=1 / _SQRT2)
+        bounds=(1.0, 5.0), min_period=1 / _SQRT2, fast_waves=((1.0,), (_SQRT2,)))
 
 
 @register("quasi-periodic-2d")
@@ -107,7 +107,8 @@ def quasi_periodic_2d(eps: float = 0.1) -> Problem:
         source=lambda x, m: 10 * m.exp(-100 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2)),
         description="K = 3 + sin(2 pi x1/eps) + sin(2 sqrt(2) pi x1/eps) cos(2 pi x2/eps): "
                     "quasi-periodic in x1 (paper 001 §5)",
-        bounds=(1.0, 5.0), min_period=1 / _SQRT2)
+        bounds=(1.0, 5.0), min_period=1 / _SQRT2,
+        fast_waves=((1.0, 0.0), (_SQRT2, 0.0), (0.0, 1.0)))
 
 
 def _inclusions(x: list, m: object, eps: float, contrast: float, width: float) -> object:

@@ -22,6 +22,12 @@ from parallel_ms.problems.math import TORCH, ufl_math
 Formula = Callable[[Sequence[Any], Any], Any]
 
 
+def axis_waves(period: Sequence[float]) -> tuple[tuple[float, ...], ...]:
+    """The wave vectors e_i / period_i of a cell [0, period_1] x ... (units of eps)."""
+    return tuple(tuple(1.0 / p if j == i else 0.0 for j in range(len(period)))
+                 for i, p in enumerate(period))
+
+
 @dataclass(frozen=True)
 class Problem:
     """Domain (0,1)^dim, conductivity K_eps, source q, scale eps.
@@ -29,7 +35,11 @@ class Problem:
     ``conductivity(x, m)`` and ``source(x, m)`` take the coordinate components and a math
     namespace. ``period``, when given, says K_eps(x) = a(x / eps) with ``a`` periodic on the cell
     [0, period_1] x ... (in units of eps): the homogenized tensor K* then exists
-    (:mod:`parallel_ms.reference.cell`). ``min_period`` is the shortest oscillation length in
+    (:mod:`parallel_ms.reference.cell`). ``fast_waves``, when given, says K_eps(x) =
+    a(x, k_1 . x / eps, ..., k_m . x / eps) with ``a`` 1-periodic in each fast phase (wave
+    vectors k_j in units of 1/eps): a locally periodic medium a(x, x/eps) has the axes' unit
+    vectors, a quasi-periodic one incommensurate k_j; a periodic case has e_i / period_i
+    (:attr:`waves`). ``min_period`` is the shortest oscillation length in
     units of eps; the reference mesh resolves it (:func:`parallel_ms.reference.solver.cells_for`).
     ``bounds`` are known lower/upper bounds of K_eps (alpha <= K_eps <= beta).
     """
@@ -42,8 +52,17 @@ class Problem:
     description: str
     bounds: tuple[float, float]
     period: tuple[float, ...] | None = None
+    fast_waves: tuple[tuple[float, ...], ...] | None = None
     min_period: float = 1.0
     params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def waves(self) -> tuple[tuple[float, ...], ...] | None:
+        """The fast wave vectors (units of 1/eps): ``fast_waves``, else those of the period
+        cell, else None (no fast structure known: the two-scale network does not apply)."""
+        if self.fast_waves is not None:
+            return self.fast_waves
+        return None if self.period is None else axis_waves(self.period)
 
     # ---- torch side (points x: tensor of shape (M, dim)) -----------------------------------
     def _torch(self, formula: Formula, x: torch.Tensor) -> torch.Tensor:
