@@ -343,8 +343,8 @@ class Trainer:
     def keep_if_best(self, row: dict[str, Any], net: torch.nn.Module | None = None) -> None:
         """Keep ``net`` (default: the current network; its step's ``row``) if its criterion is
         the smallest so far. ``train.best_by = "estimate"``: the estimated rel. L2 error (at
-        the steps that have one, every ``estimate.every``). ``"loss"``: the fine-problem loss (3.24),
-        residual + tau_1 boundary term without the coupling (with a soft boundary condition
+        the steps that have one, every ``estimate.every``). ``"loss"``: the fine-problem loss
+        (3.24), residual + tau_1 boundary term without the coupling (with a soft boundary condition
         the residual alone does not see a constant offset of v), at the validation points
         when there are (``row["validation"]``, no in-sample bias), else at the step's own
         (after a Gauss-Newton step, the points it was just fitted to)."""
