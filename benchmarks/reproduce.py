@@ -265,15 +265,17 @@ def execute(run: Run, ranks: int, threads: int) -> dict[str, Any]:
 History = tuple[list[int], list[float], int | None, list[float]]
 
 
-def history(path: Path) -> History:
+def history(path: Path, column: str = "rel_l2") -> History:
     """(steps, rel. L2 errors) at the evaluation steps of a run's metrics.csv, the step at
-    which Adam -> L-BFGS switched (None if it did not) and the wall times of those steps."""
+    which Adam -> L-BFGS switched (None if it did not) and the wall times of those steps.
+    ``column``: ``rel_l2`` (the step's answer) or ``best_rel_l2`` (the best answer so far,
+    which the run returns)."""
     steps, errors, switched, times = [], [], None, []
     with open(path / "metrics.csv") as f:
         for r in csv.DictReader(f):
-            if r.get("rel_l2"):
+            if r.get(column):
                 steps.append(int(r["step"]))
-                errors.append(float(r["rel_l2"]))
+                errors.append(float(r[column]))
                 times.append(float(r.get("train_time") or r["wall_time"]))
             if switched is None and r["optimizer"] == "lbfgs":
                 switched = int(r["step"])

@@ -136,6 +136,21 @@ def test_time_to_target_is_the_first_evaluation_reaching_it():
     assert reproduce.first_reach(times, errors, 1e-3) is None
 
 
+def test_history_reads_the_step_answer_or_the_best_so_far(tmp_path):
+    """cases.py's time to target is that of the best answer so far (what the run returns),
+    which an answer between evaluations can reach before any evaluated one does."""
+    reproduce = _module()
+    (tmp_path / "metrics.csv").write_text(
+        "step,optimizer,train_time,rel_l2,best_rel_l2\n1,gauss-newton,1.0,,\n"
+        "2,gauss-newton,2.0,0.2,0.2\n3,gauss-newton,3.0,,\n4,gauss-newton,4.0,0.3,0.04\n")
+    steps, errors, _, times = reproduce.history(tmp_path)
+    assert (steps, errors, times) == ([2, 4], [0.2, 0.3], [2.0, 4.0])
+    _, best, _, _ = reproduce.history(tmp_path, "best_rel_l2")
+    assert best == [0.2, 0.04]
+    assert reproduce.first_reach(times, errors, 0.05) is None
+    assert reproduce.first_reach(times, best, 0.05) == 4.0
+
+
 def test_deepxde_peer_measures_saved_networks_as_run_does(tmp_path):
     """The project side of the DeepXDE peer (no DeepXDE needed): saved networks are measured
     against the reference by the run's metric (the zero network exactly at rel. L2 and H1 1)

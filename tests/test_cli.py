@@ -233,6 +233,16 @@ def test_every_built_in_case_has_defaults_for_both_methods():
     assert all(set(methods) == {"pinn", "hybrid"} for methods in MEASURED.values())
 
 
+@pytest.mark.parametrize("method", ["pinn", "hybrid"])
+def test_every_case_default_resolves_to_a_valid_configuration(method):
+    """``run --case NAME --method M`` builds (values checked) for every built-in case."""
+    from parallel_ms.problems import CASES
+    for case in CASES:
+        cfg, _ = _resolved("--case", case, "--method", method)
+        assert (cfg.problem.case, cfg.train.method) == (case, method)
+        assert cfg.optimizer.kind == "gauss-newton"
+
+
 def test_the_embedded_default_run_is_unchanged():
     """parallel_ms/configs/default.toml resolves as measured (docs/usage.md), with or without
     the case layer, and ``run --case paper-2d --method hybrid`` is the same run."""
