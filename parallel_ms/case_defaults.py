@@ -87,13 +87,15 @@ MEASURED["locally-periodic-2d"] = {
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], **_TWO_SCALE_2D}}
 
 #: quasi-periodic a(x/eps): the two-scale network on the case's fast waves, the dual-norm weak
-#: residual on 20 cells, Sobol points (docs/results.md §4.5, seeds 0-2: PINN 6.4e-2, 4.0e-2,
-#: 8.7e-2 after 100 steps, hybrid 0.21, 0.11, 8.8e-2; paper-2d's training gave 0.71, 0.11, 0.68
-#: and 0.64 on seed 0)
+#: residual on 20 cells, Sobol points; the PINN on 12,000 points a step, 60 steps (quieter
+#: steps: docs/results.md §4.5, seeds 0-2: 4.1e-2, 3.0e-2, 4.5e-2 after 488-561 s of training;
+#: 6.4e-2, 4.0e-2, 8.7e-2 after 100 steps on 6,000; paper-2d's training 0.71, 0.11, 0.68); the
+#: hybrid measured on 6,000 (0.21, 0.11, 8.8e-2; paper-2d's 0.64 on seed 0)
 _QUASI_PERIODIC_2D: Settings = {**_TWO_SCALE_2D, "loss.tau_weak": 1e4, "loss.weak_norm": "dual",
                                 "loss.weak_cells": 20, "sampling.method": "sobol"}
 MEASURED["quasi-periodic-2d"] = {
-    "pinn": {**MEASURED["paper-2d"]["pinn"], **_QUASI_PERIODIC_2D, "train.steps": 100},
+    "pinn": {**MEASURED["paper-2d"]["pinn"], **_QUASI_PERIODIC_2D, "sampling.interior": 12000,
+             "train.steps": 60},
     "hybrid": {**MEASURED["paper-2d"]["hybrid"], **_QUASI_PERIODIC_2D}}
 
 #: built-in case without a measured training -> the paper case whose training it starts from
