@@ -14,7 +14,6 @@ on any number of ranks, can be compared; the table is printed as Markdown.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -26,8 +25,7 @@ def best_after(path: Path, target: float) -> float | None:
     """The largest rel. L2 error of the best iterate so far (metrics.csv's ``best_rel_l2``)
     from its first evaluation at or below ``target`` to the end: what the run returns when
     stopped anywhere after that (None: never at the target, or no such column)."""
-    with open(path / "metrics.csv") as f:
-        best = [float(r["best_rel_l2"]) for r in csv.DictReader(f) if r.get("best_rel_l2")]
+    _, best, _, _ = history(path, "best_rel_l2")
     first = next((i for i, e in enumerate(best) if e <= target), None)
     return None if first is None else max(best[first:])
 
