@@ -16,6 +16,15 @@ from parallel_ms.training.optimizers.registry import AUTO, CURVATURE_SOLVERS, OP
 class ProblemConfig:
     case: str = "paper-2d"          #: built-in case name or FILE.py:NAME
     eps: float | None = None        #: override the case's eps
+    contrast: float | None = None   #: override the case's contrast (high-contrast, channels,
+                                    #: random-inclusions; docs/cases.md)
+    width: float | None = None      #: ... its interfaces' smoothing width (the same cases)
+    seed: int | None = None         #: ... its random medium's draw (random-inclusions)
+
+    def case_parameters(self) -> dict[str, float | None]:
+        """The overrides of the case's parameters for ``get_case`` (None keeps the case's)."""
+        return {"eps": self.eps, "contrast": self.contrast, "width": self.width,
+                "seed": self.seed}
 
 
 @dataclass
@@ -251,7 +260,7 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "optimizer.lbfgs_lr", "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter",
             "optimizer.switch_window", "optimizer.gn_damping", "optimizer.cg_max_iter",
             "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
-            "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
+            "train.log_every", "reference.degree", "problem.eps", "problem.width", "coarse.cells",
             "loss.weak_cells", "reference.resolution", "coupling.delta",
             "estimate.cells_per_period", "estimate.every",
             "coupling.refresh_every", "gmsfem.basis", "gmsfem.refinement")
@@ -259,7 +268,8 @@ NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adapti
                 "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",
                 "optimizer.gn_warmup", "optimizer.line_search", "loss.tau1", "loss.tau_weak",
                 "optimizer.switch_tol",
-                "network.seed", "sampling.seed", "coupling.tau2", "coupling.refresh_tol",
+                "network.seed", "sampling.seed", "problem.seed", "coupling.tau2",
+                "coupling.refresh_tol",
                 "output.checkpoint_every", "output.checkpoint_minutes", "parallel.threads",
                 "parallel.memory_per_rank", "gmsfem.threshold")
 

@@ -240,8 +240,9 @@ def validate(cfg: Config) -> None:
         if v is not None and not v > 0:
             raise _error(key, v, "> 0")
     for key in NON_NEGATIVE:
-        if get(key) < 0:
-            raise _error(key, get(key), ">= 0")
+        v = get(key)
+        if v is not None and v < 0:
+            raise _error(key, v, ">= 0")
     for key, most in UPPER.items():
         if get(key) > most():
             raise _error(key, get(key), f"<= {most()}")
@@ -279,7 +280,7 @@ def validate(cfg: Config) -> None:
             raise _error(key, degree, "1, 2")
     from parallel_ms.problems import get_case
     try:
-        problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
+        problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
     except UserError as err:
         raise UserError(f"problem.case: {err}", collective=True) from None   # names the case
     if problem.dim != 2 and cfg.coarse.space != "p1":

@@ -77,9 +77,32 @@ def test_eps_is_a_parameter_and_errors_are_one_line():
         get_case("nope")
     with pytest.raises(UserError, match="eps = -1"):
         get_case("paper-2d", eps=-1)
-    with pytest.raises(UserError, match="unexpected keyword"):
+    with pytest.raises(UserError, match=r"^case 'paper-2d' has no parameter 'contrast' \(its "
+                       r"parameters: eps\)$"):
         get_case("paper-2d", contrast=3)
+    with pytest.raises(UserError, match=r"case 'high-contrast-1d': contrast = 0.5 \(allowed"):
+        get_case("high-contrast-1d", contrast=0.5)
     with pytest.raises(UserError, match="does not exist"):
         get_case("missing.py:f")
     with pytest.raises(UserError, match="no function 'nope'"):
         get_case(ROOT_EXAMPLE.replace(":layered", ":nope"))
+
+
+def test_the_case_parameters_are_settings_of_a_run():
+    """problem.contrast / width / seed reach the case a run builds (and its reference's cache
+    key, through Problem.params); a parameter the case lacks is a one-line error naming it."""
+    from parallel_ms import config
+    from parallel_ms.reference.cache import cache_key
+    cfg = config.load(None, ["problem.case=random-inclusions-2d", "problem.seed=3",
+                             "problem.contrast=100", "problem.width=0.2"])
+    problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
+    assert problem.params == {"contrast": 100.0, "width": 0.2, "seed": 3}
+    assert problem.bounds == (1.0, 100.0)
+    default = get_case("random-inclusions-2d")
+    assert cache_key(problem, 2, 64, False) != cache_key(default, 2, 64, False)
+    with pytest.raises(UserError, match=r"^problem.case: case 'paper-2d' has no parameter "
+                       r"'seed' \(its parameters: eps\)$") as err:
+        config.load(None, ["problem.seed=3"])
+    assert err.value.collective
+    with pytest.raises(UserError, match=r"problem.width = -1.0 \(allowed: > 0\)"):
+        config.load(None, ["problem.case=channels-2d", "problem.width=-1"])

@@ -7,6 +7,7 @@ file and is named ``path/to/file.py:NAME`` (see ``examples/user_case.py``).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 import traceback
@@ -120,6 +121,7 @@ def _inclusions(x: list, m: object, eps: float, contrast: float, width: float) -
 
 
 def _high_contrast(dim: int, eps: float, contrast: float, width: float) -> Problem:
+    _check(f"high-contrast-{dim}d", contrast, width)
     return Problem(
         name=f"high-contrast-{dim}d", dim=dim, eps=eps,
         conductivity=lambda x, m: _inclusions(list(x), m, eps, contrast, width),
@@ -312,10 +314,12 @@ def _build(name: str, overrides: dict[str, float]) -> object:
     if name not in CASES:
         raise UserError(f"case '{name}' is unknown (allowed: {', '.join(CASES)}, "
                         "or FILE.py:NAME)", collective=True)
-    try:
-        return CASES[name](**overrides)
-    except TypeError as err:
-        raise UserError(f"case '{name}': {err}", collective=True) from None
+    accepted = inspect.signature(CASES[name]).parameters
+    unknown = [k for k in overrides if k not in accepted]
+    if unknown:
+        raise UserError(f"case '{name}' has no parameter '{unknown[0]}' (its parameters: "
+                        f"{', '.join(accepted)})", collective=True)
+    return CASES[name](**overrides)
 
 
 def get_case(name: str, **overrides: float | None) -> Problem:

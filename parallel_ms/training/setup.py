@@ -29,7 +29,7 @@ class Setup:
 
 
 def build(cfg: Config, ctx: ParallelContext) -> Setup:
-    problem = get_case(cfg.problem.case, eps=cfg.problem.eps)
+    problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[problem.dim]
     if ctx.size > cells ** problem.dim:
         raise UserError(f"coarse.cells = {cells} gives {cells ** problem.dim} coarse cells for "
