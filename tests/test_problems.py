@@ -100,9 +100,11 @@ def test_the_case_parameters_are_settings_of_a_run():
     assert problem.bounds == (1.0, 100.0)
     default = get_case("random-inclusions-2d")
     assert cache_key(problem, 2, 64, False) != cache_key(default, 2, 64, False)
-    with pytest.raises(UserError, match=r"^problem.case: case 'paper-2d' has no parameter "
+    with pytest.raises(UserError, match=r"^problem.seed: case 'paper-2d' has no parameter "
                        r"'seed' \(its parameters: eps\)$") as err:
         config.load(None, ["problem.seed=3"])
     assert err.value.collective
     with pytest.raises(UserError, match=r"problem.width = -1.0 \(allowed: > 0\)"):
         config.load(None, ["problem.case=channels-2d", "problem.width=-1"])
+    with pytest.raises(UserError, match=r"problem.contrast = 0.5 \(allowed: >= 1\)"):
+        config.load(None, ["problem.case=channels-2d", "problem.contrast=0.5"])

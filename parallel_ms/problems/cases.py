@@ -306,6 +306,15 @@ def _load_user_case(spec: str) -> tuple[Path, Factory]:
     return path, factory
 
 
+class UnknownParameter(UserError):
+    """A parameter override that the built-in case ``case`` does not take."""
+
+    def __init__(self, case: str, parameter: str, accepted: list[str]) -> None:
+        super().__init__(f"case '{case}' has no parameter '{parameter}' (its parameters: "
+                         f"{', '.join(accepted)})", collective=True)
+        self.parameter = parameter
+
+
 def _build(name: str, overrides: dict[str, float]) -> object:
     """What the factory of case ``name`` returns for ``overrides`` (one line on a failure)."""
     if ".py:" in name:
@@ -317,8 +326,7 @@ def _build(name: str, overrides: dict[str, float]) -> object:
     accepted = inspect.signature(CASES[name]).parameters
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
-        raise UserError(f"case '{name}' has no parameter '{unknown[0]}' (its parameters: "
-                        f"{', '.join(accepted)})", collective=True)
+        raise UnknownParameter(name, unknown[0], list(accepted))
     return CASES[name](**overrides)
 
 
