@@ -21,10 +21,12 @@ class ProblemConfig:
     width: float | None = None      #: ... its interfaces' smoothing width (the same cases)
     seed: int | None = None         #: ... its random medium's draw (random-inclusions)
 
-    def case_parameters(self) -> dict[str, float | None]:
-        """The overrides of the case's parameters for ``get_case`` (None keeps the case's)."""
-        return {"eps": self.eps, "contrast": self.contrast, "width": self.width,
-                "seed": self.seed}
+    def build(self) -> Any:
+        """The case's :class:`~parallel_ms.problems.Problem` with these parameter overrides
+        (None keeps the case's value)."""
+        from parallel_ms.problems import get_case
+        return get_case(self.case, eps=self.eps, contrast=self.contrast, width=self.width,
+                        seed=self.seed)
 
 
 @dataclass

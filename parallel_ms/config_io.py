@@ -280,10 +280,9 @@ def validate(cfg: Config) -> None:
             raise _error(key, degree, "1, 2")
     if cfg.problem.contrast is not None and not cfg.problem.contrast >= 1:
         raise _error("problem.contrast", cfg.problem.contrast, ">= 1")
-    from parallel_ms.problems import get_case
     from parallel_ms.problems.cases import UnknownParameter
     try:
-        problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
+        problem = cfg.problem.build()
     except UnknownParameter as err:
         raise UserError(f"problem.{err.parameter}: {err}", collective=True) from None
     except UserError as err:

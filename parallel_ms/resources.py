@@ -234,8 +234,7 @@ def resolve_curvature_solver(cfg: "Config", problem: "Problem", comm: MPI.Comm) 
 def check_run(cfg: "Config", comm: MPI.Comm) -> str | None:
     """The guard of ``run``: resolve ``gn_solver = "auto"`` (its line returned), then refuse
     (one line, every rank) before anything large exists."""
-    from parallel_ms.problems import get_case
-    problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
+    problem = cfg.problem.build()
     why = resolve_curvature_solver(cfg, problem, comm)
     check(run_estimates(cfg, problem, comm.size), comm, cfg.parallel.memory_per_rank,
           "parallel.memory_per_rank")

@@ -95,7 +95,7 @@ def test_the_case_parameters_are_settings_of_a_run():
     from parallel_ms.reference.cache import cache_key
     cfg = config.load(None, ["problem.case=random-inclusions-2d", "problem.seed=3",
                              "problem.contrast=100", "problem.width=0.2"])
-    problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
+    problem = cfg.problem.build()
     assert problem.params == {"contrast": 100.0, "width": 0.2, "seed": 3}
     assert problem.bounds == (1.0, 100.0)
     default = get_case("random-inclusions-2d")

@@ -12,7 +12,7 @@ from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
 from parallel_ms.fine.sampling import Shard, sample, validation_sample
 from parallel_ms.parallel import ParallelContext
-from parallel_ms.problems import Problem, get_case
+from parallel_ms.problems import Problem
 from parallel_ms.training.objective import PINNObjective
 from parallel_ms.training.schedules import CoarseRefresh, Tau2Continuation
 
@@ -29,7 +29,7 @@ class Setup:
 
 
 def build(cfg: Config, ctx: ParallelContext) -> Setup:
-    problem = get_case(cfg.problem.case, **cfg.problem.case_parameters())
+    problem = cfg.problem.build()
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[problem.dim]
     if ctx.size > cells ** problem.dim:
         raise UserError(f"coarse.cells = {cells} gives {cells ** problem.dim} coarse cells for "
