@@ -63,7 +63,7 @@ def _patch_timing(patch, model, coefficients, basis: int, eigensolver: str, repe
     """Seconds to build this rank's bases either way (slowest rank, best of ``repeats``; the
     four parts are timed in turn in every repeat, so that both ways see the same load)."""
     from parallel_ms.multiscale.operator import predict_bases
-    from parallel_ms.multiscale.patches import log_k_image
+    from parallel_ms.multiscale.patches import log_k_images
     mask = torch.from_numpy(patch.mask)
     best: dict[str, float] = {}
     for _ in range(repeats):
@@ -72,7 +72,7 @@ def _patch_timing(patch, model, coefficients, basis: int, eigensolver: str, repe
         _, t_eig = parallel.slowest(comm, lambda: [patch.spectral_basis(t, basis, eigensolver)
                                            for t in tables])
         images, t_kn = parallel.slowest(comm, lambda: torch.from_numpy(
-            np.array([log_k_image(patch, c) for c in coefficients])).float())
+            log_k_images(patch, coefficients)).float())
         _, t_op = parallel.slowest(comm, lambda: predict_bases(model, images, mask))
         for key, value in (("k_quadrature_s", t_kq), ("eigensolve_s", t_eig),
                            ("k_nodes_s", t_kn), ("operator_s", t_op)):

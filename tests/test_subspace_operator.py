@@ -149,6 +149,23 @@ def test_sampler_is_a_function_of_the_sample_number_and_rotates_the_case():
     np.testing.assert_allclose(c(y), c.problem.k(torch.from_numpy(x)).numpy(), rtol=1e-14)
 
 
+def test_images_of_many_patches_are_each_patch_own_log_k(patch):
+    """log_k_images evaluates the patches of one problem in one call: the same images as K
+    patch by patch, for rotated patches of one field mixed with patches of other fields."""
+    from parallel_ms.multiscale.patches import PatchCoefficient, PatchSampler, log_k_images
+    sampler = PatchSampler(CELLS, seed=4)
+    draws = [sampler(i) for i in range(6)]
+    shared = [PatchCoefficient(draws[0].problem, (0.3 + 0.1 * i, 0.5), 0.4 * i)
+              for i in range(3)]
+    coefficients = [shared[0], draws[1], shared[1], draws[2], shared[2], draws[5]]
+    images = log_k_images(patch, coefficients)
+    assert images.shape == (6, 1, patch.size, patch.size)
+    for image, coefficient in zip(images, coefficients):
+        np.testing.assert_allclose(image[0], np.log10(coefficient(patch.grid_points)),
+                                   rtol=1e-13, atol=1e-13)
+    assert np.ptp(images[0]) > 0.5 and not np.allclose(images[0], images[2])
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("case,degrees", [("random-inclusions-2d", (6, 8)),
                                           ("channels-2d", (8, 10))])

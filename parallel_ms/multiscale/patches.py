@@ -180,12 +180,15 @@ class PatchCoefficient:
     centre: tuple[float, float]
     angle: float = 0.0
 
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        """K at patch coordinates ``y`` (..., 2)."""
+    def points(self, y: np.ndarray) -> np.ndarray:
+        """The domain points centre + R(angle) y of patch coordinates ``y`` (..., 2), (M, 2)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         rotated = y @ np.array([[c, s], [-s, c]])            # rows: (R y)^T
-        x = torch.from_numpy(np.asarray(self.centre) + rotated.reshape(-1, 2))
-        return self.problem.k(x).numpy().reshape(y.shape[:-1])
+        return np.asarray(self.centre) + rotated.reshape(-1, 2)
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """K at patch coordinates ``y`` (..., 2)."""
+        return self.problem.k(torch.from_numpy(self.points(y))).numpy().reshape(y.shape[:-1])
 
 
 @dataclass(frozen=True)
@@ -264,9 +267,7 @@ class NeighbourhoodPatches:
 
     def images(self) -> np.ndarray:
         """log10 K of every neighbourhood, (N, 1, size, size)."""
-        s = self.patch.size
-        return np.array([log_k_image(self.patch, c) for c in self.coefficients]).reshape(
-            -1, 1, s, s)
+        return log_k_images(self.patch, self.coefficients)
 
     def to_grid(self, n: int, vectors: np.ndarray) -> np.ndarray:
         """Vectors at the fine dofs of neighbourhood ``n`` (columns, (dofs, k)) as images
@@ -316,9 +317,20 @@ class PatchData:
                          self.mask.to(device), self.seconds)
 
 
-def log_k_image(patch: PatchProblem, coefficient: PatchCoefficient) -> np.ndarray:
-    """The network input: log10 K at the grid nodes, (1, size, size)."""
-    return np.log10(coefficient(patch.grid_points))[None]
+def log_k_images(patch: PatchProblem, coefficients: list[PatchCoefficient]) -> np.ndarray:
+    """The network inputs: log10 K at the grid nodes of each patch, (N, 1, size, size); the
+    patches of one problem (all neighbourhoods of a case) in one evaluation of its K (a
+    formula evaluated by torch: per patch, the call overhead outweighs its 289 points)."""
+    s = patch.size
+    out = np.empty((len(coefficients), 1, s, s))
+    by_problem: dict[int, list[int]] = {}
+    for n, coefficient in enumerate(coefficients):
+        by_problem.setdefault(id(coefficient.problem), []).append(n)
+    for members in by_problem.values():
+        x = np.concatenate([coefficients[n].points(patch.grid_points) for n in members])
+        k = coefficients[members[0]].problem.k(torch.from_numpy(x)).numpy()
+        out[members, 0] = np.log10(k).reshape(len(members), s, s)
+    return out
 
 
 def build_data(patch: PatchProblem, coefficients: list[PatchCoefficient], count: int,
@@ -330,7 +342,7 @@ def build_data(patch: PatchProblem, coefficients: list[PatchCoefficient], count:
     seconds = {"image": 0.0, "eigensolve": 0.0}
     for coefficient in coefficients:
         t0 = time.perf_counter()
-        images.append(log_k_image(patch, coefficient))
+        images.append(log_k_images(patch, [coefficient]))
         t1 = time.perf_counter()
         lam, phi = patch.spectral_basis(coefficient, count)
         seconds["image"] += t1 - t0
