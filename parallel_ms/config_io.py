@@ -278,12 +278,10 @@ def validate(cfg: Config) -> None:
                         ("estimate.degree", cfg.estimate.degree)):
         if degree not in (1, 2):
             raise _error(key, degree, "1, 2")
-    if cfg.problem.contrast is not None and not cfg.problem.contrast >= 1:
-        raise _error("problem.contrast", cfg.problem.contrast, ">= 1")
-    from parallel_ms.problems.cases import UnknownParameter
+    from parallel_ms.problems.cases import ParameterError
     try:
         problem = cfg.problem.build()
-    except UnknownParameter as err:
+    except ParameterError as err:
         raise UserError(f"problem.{err.parameter}: {err}", collective=True) from None
     except UserError as err:
         raise UserError(f"problem.case: {err}", collective=True) from None   # names the case

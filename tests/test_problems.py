@@ -106,5 +106,6 @@ def test_the_case_parameters_are_settings_of_a_run():
     assert err.value.collective
     with pytest.raises(UserError, match=r"problem.width = -1.0 \(allowed: > 0\)"):
         config.load(None, ["problem.case=channels-2d", "problem.width=-1"])
-    with pytest.raises(UserError, match=r"problem.contrast = 0.5 \(allowed: >= 1\)"):
+    with pytest.raises(UserError, match=r"^problem.contrast: case 'channels-2d': contrast = 0.5 "
+                       r"\(allowed: a finite number >= 1\)$"):
         config.load(None, ["problem.case=channels-2d", "problem.contrast=0.5"])

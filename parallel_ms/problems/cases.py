@@ -175,11 +175,11 @@ def _indicator(d2: object, half: float, smooth: float, m: object) -> object:
 
 def _check(name: str, contrast: float, width: float) -> None:
     if not (math.isfinite(contrast) and contrast >= 1):
-        raise UserError(f"case '{name}': contrast = {contrast} (allowed: a finite number >= 1)",
-                        collective=True)
+        raise ParameterError(f"case '{name}': contrast = {contrast} (allowed: a finite number "
+                             f">= 1)", "contrast")
     if not (math.isfinite(width) and width > 0):
-        raise UserError(f"case '{name}': width = {width} (allowed: a finite number > 0)",
-                        collective=True)
+        raise ParameterError(f"case '{name}': width = {width} (allowed: a finite number > 0)",
+                             "width")
 
 
 def _channels(x: list, m: object, eps: float, contrast: float, width: float) -> object:
@@ -306,13 +306,21 @@ def _load_user_case(spec: str) -> tuple[Path, Factory]:
     return path, factory
 
 
-class UnknownParameter(UserError):
+class ParameterError(UserError):
+    """A case parameter the case refuses; ``parameter`` names it (a run's configuration maps
+    it to its setting ``problem.<parameter>``)."""
+
+    def __init__(self, message: str, parameter: str) -> None:
+        super().__init__(message, collective=True)
+        self.parameter = parameter
+
+
+class UnknownParameter(ParameterError):
     """A parameter override that the built-in case ``case`` does not take."""
 
     def __init__(self, case: str, parameter: str, accepted: list[str]) -> None:
         super().__init__(f"case '{case}' has no parameter '{parameter}' (its parameters: "
-                         f"{', '.join(accepted)})", collective=True)
-        self.parameter = parameter
+                         f"{', '.join(accepted)})", parameter)
 
 
 def _build(name: str, overrides: dict[str, float]) -> object:
