@@ -89,12 +89,19 @@ def test_missing_and_corrupt_checkpoints_are_one_line_errors(mpiexec, tmp_path):
                             f"read (") and first.endswith("it is corrupt or truncated")
 
 
-def test_resume_with_another_rank_count_is_refused(mpiexec, tmp_path):
+def test_resume_with_another_rank_count_or_problem_is_refused(mpiexec, tmp_path):
     _run(mpiexec, tmp_path, "r", ["--case", "paper-1d-eps1_15"], 2)
     out = mpiexec(1, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "r")])
     assert out.returncode == 2
     assert out.stderr.splitlines()[0].endswith(
         "was written by 2 rank(s), this job has 1 (allowed: resume with 2 rank(s))")
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "r"),
+                      "--set", "problem.eps=0.05"])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[0] == (
+        "parallel_ms: error: problem.eps = 0.05 with --resume (allowed: the run's own, unset "
+        "(the case's value): its checkpoint, best iterate and reference belong to that problem; "
+        "start a new run for another)")
 
 
 def _start(tmp_path, name, steps):

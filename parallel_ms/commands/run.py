@@ -3,6 +3,7 @@ survive preemption, and leave a run directory with metrics, summary, plots and f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from parallel_ms import config, parallel
@@ -39,6 +40,13 @@ def _resume_config(args: argparse.Namespace) -> config.Config:
                         collective=True)
     args.config = run_dir / "config.toml"
     cfg = resolve(args)
+    own = config.load(args.config).problem
+    for key, value in dataclasses.asdict(cfg.problem).items():
+        if value != (kept := getattr(own, key)):
+            shown = "unset (the case's value)" if kept is None else repr(kept)
+            raise UserError(f"problem.{key} = {value!r} with --resume (allowed: the run's own, "
+                            f"{shown}: its checkpoint, best iterate and reference belong to "
+                            f"that problem; start a new run for another)", collective=True)
     cfg.output.root, cfg.output.name = str(run_dir.parent), run_dir.name
     return cfg
 
