@@ -48,7 +48,8 @@ class NetworkConfig:
 class SamplingConfig:
     interior: int = 25000           #: M_Omega, global
     boundary: int = 2500            #: M_dOmega, global (2D; 1D uses the two end points)
-    method: str = "uniform"         #: uniform | sobol
+    method: str = "uniform"         #: uniform | sobol | gauss (a composite Gauss rule with
+                                    #: equal weights, for loss.form = "energy")
     seed: int = 0                   #: seed of the collocation points (same on every rank)
     adaptive_every: int = 0         #: residual-based resampling every T steps (0: off)
     adaptive_beta: float = 1.0      #: density ~ |r|^beta / mean + c
@@ -60,6 +61,9 @@ class SamplingConfig:
 
 @dataclass
 class LossConfig:
+    form: str = "strong"            #: strong (the residual (4.8) at the points) | energy (the
+                                    #: Ritz energy as least squares, first derivatives only:
+                                    #: for sharp interfaces of K_eps; docs/usage.md)
     tau1: float = 1.0               #: boundary weight tau_1 in (3.24)
     tau_weak: float = 0.0           #: weight of the weak residual (r tested against coarse
                                     #: hat functions; 0: off; docs/gauss-newton.md)
@@ -241,9 +245,10 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "network.kind": ("msff", "mlp", "two-scale"),
     "network.dtype": ("auto", "float32", "float64"),
-    "sampling.method": ("uniform", "sobol"),
+    "sampling.method": ("uniform", "sobol", "gauss"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),
     "loss.weak_norm": ("l2", "dual"),
+    "loss.form": ("strong", "energy"),
     "optimizer.kind": tuple(OPTIMIZERS),            # the optimizer registry's names
     "optimizer.gn_solver": (AUTO, *CURVATURE_SOLVERS),
     "train.method": ("pinn", "hybrid"),
@@ -262,7 +267,7 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "optimizer.lbfgs_lr", "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter",
             "optimizer.switch_window", "optimizer.gn_damping", "optimizer.cg_max_iter",
             "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
-            "train.log_every", "reference.degree", "problem.eps", "problem.width", "coarse.cells",
+            "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
             "loss.weak_cells", "reference.resolution", "coupling.delta",
             "estimate.cells_per_period", "estimate.every",
             "coupling.refresh_every", "gmsfem.basis", "gmsfem.refinement")

@@ -266,6 +266,13 @@ def validate(cfg: Config) -> None:
         raise _error("coarse.space", cfg.coarse.space,
                      "'p1' with coupling.upscaling = 'block-tensor' or coupling.k12/k22 (the "
                      "GMsFEM space takes K_eps itself, no K~)")
+    if cfg.loss.form == "energy" and cfg.loss.tau_weak:
+        raise _error("loss.tau_weak", cfg.loss.tau_weak,
+                     "0 with loss.form = 'energy' (the weak residual tests the strong one)")
+    if cfg.loss.form == "energy" and cfg.outputs != 1:
+        raise _error("loss.form", cfg.loss.form,
+                     "'strong' with coupling.upscaling = 'block-tensor' (its two outputs carry "
+                     "the temperature drops along e_1 and e_2; the energy form lifts along e_1)")
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")

@@ -104,8 +104,24 @@ def test_the_case_parameters_are_settings_of_a_run():
                        r"'seed' \(its parameters: eps\)$") as err:
         config.load(None, ["problem.seed=3"])
     assert err.value.collective
-    with pytest.raises(UserError, match=r"problem.width = -1.0 \(allowed: > 0\)"):
+    with pytest.raises(UserError, match=r"^problem.width: case 'channels-2d': width = -1.0 "
+                       r"\(allowed: a finite number > 0\)$"):
         config.load(None, ["problem.case=channels-2d", "problem.width=-1"])
     with pytest.raises(UserError, match=r"^problem.contrast: case 'channels-2d': contrast = 0.5 "
                        r"\(allowed: a finite number >= 1\)$"):
         config.load(None, ["problem.case=channels-2d", "problem.contrast=0.5"])
+
+
+@pytest.mark.parametrize("name", ["paper-2d", "locally-periodic-2d", "high-contrast-1d",
+                                  "quasi-periodic-1d", "channels-2d"])
+def test_lifted_source_flux_has_the_lifted_source_as_divergence(name):
+    """div sigma_f = -f_eps (the energy form of the residual rests on it), by autodiff of the
+    Gauss–Legendre antiderivative at random points."""
+    problem = get_case(name)
+    x = torch.rand(300, problem.dim, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    sigma = problem.lifted_source_flux(x)
+    div = sum(torch.autograd.grad(sigma[:, i].sum(), x, retain_graph=True)[0][:, i]
+              for i in range(problem.dim))
+    f = problem.lifted_source(x.detach())
+    assert float((div + f).abs().max()) <= 1e-12 * float(f.abs().max())

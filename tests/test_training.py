@@ -2,6 +2,8 @@
 import copy
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,8 @@ JOBS = Path(__file__).resolve().parent.parent / "jobs"
     ("optimizer.gn_momentum=1", "optimizer.gn_momentum = 1.0 (allowed: 0 <= value < 1)"),
     ("train.ema_decay=1", "train.ema_decay = 1.0 (allowed: 0 <= value < 1)"),
     ("network.hard_bc=maybe", "network.hard_bc = 'maybe' (allowed: true or false)"),
-    ("sampling.method=halton", "sampling.method = 'halton' (allowed: uniform, sobol)"),
+    ("sampling.method=halton", "sampling.method = 'halton' (allowed: uniform, sobol, gauss)"),
+    ("loss.form=ritz", "loss.form = 'ritz' (allowed: strong, energy)"),
     ("sampling.interior=0", "sampling.interior = 0 (allowed: > 0)"),
     ("problem.eps=0", "problem.eps = 0.0 (allowed: > 0)"),
     ("lr", "--set 'lr' (allowed: section.key=value)"),
@@ -41,6 +44,17 @@ def test_config_errors_are_one_line(override, message):
         config.load(None, [override])
     assert message in str(err.value) and "\n" not in str(err.value)
     assert err.value.collective
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["loss.form=energy", "loss.tau_weak=10"],
+     "loss.tau_weak = 10.0 (allowed: 0 with loss.form = 'energy'"),
+    (["loss.form=energy", "train.method=hybrid", "coupling.upscaling=block-tensor"],
+     "loss.form = 'energy' (allowed: 'strong' with coupling.upscaling = 'block-tensor'"),
+])
+def test_energy_form_refuses_what_it_cannot_pair_with(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        config.load(None, overrides)
 
 
 def test_config_toml_roundtrip(tmp_path):

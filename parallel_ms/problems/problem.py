@@ -15,11 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from parallel_ms.problems.math import TORCH, ufl_math
 
 Formula = Callable[[Sequence[Any], Any], Any]
+
+#: Gauss–Legendre nodes of the source's antiderivative along x_1 (Problem.lifted_source_flux)
+FLUX_NODES = 32
 
 
 def axis_waves(period: Sequence[float]) -> tuple[tuple[float, ...], ...]:
@@ -88,6 +92,22 @@ class Problem:
         """f_eps = q + d_i K_eps, the right-hand side of the lifted problem (4.8) for the
         temperature drop along e_i (i = ``direction``; the paper's is e_1)."""
         return self.q(x) + self.grad_k(x)[:, direction]
+
+    def lifted_source_flux(self, x: torch.Tensor) -> torch.Tensor:
+        """A flux sigma_f of the lifted source, div sigma_f = -f_eps (f_eps = q + d_1 K_eps),
+        shape (M, d): sigma_f = -(Q + K_eps) e_1 with Q(x) = int_0^{x_1} q(s, x_2, ...) ds by
+        Gauss–Legendre with :data:`FLUX_NODES` nodes (exact for polynomial q up to degree
+        2 FLUX_NODES - 1; the cases' sources are constant or a Gaussian of width 0.1). The
+        energy form of the fine problem's residual (:mod:`parallel_ms.fine.residual`)."""
+        t, w = (torch.as_tensor(a, dtype=x.dtype, device=x.device)
+                for a in np.polynomial.legendre.leggauss(FLUX_NODES))
+        t, w = 0.5 * (t + 1), 0.5 * w                          # on (0, 1)
+        along = x[:, None, :].repeat(1, FLUX_NODES, 1)
+        along[..., 0] = x[:, None, 0] * t                      # (M, nodes, d): (t x_1, x_2, ...)
+        q = self.q(along.reshape(-1, self.dim)).reshape(-1, FLUX_NODES)
+        sigma = torch.zeros_like(x)
+        sigma[:, 0] = -(x[:, 0] * (q @ w) + self.k(x))
+        return sigma
 
     # ---- UFL side ---------------------------------------------------------------------------
     def k_ufl(self, mesh: Any) -> Any:

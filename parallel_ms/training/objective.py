@@ -2,6 +2,8 @@
 residual rows, whose squared norms are the loss terms.
 
     residual  sqrt(|Omega| / M) r(x_i),   r = -K_eps lap v - grad K_eps . grad v - f_eps  (4.8)
+              (``form = "energy"``: the d rows rho(x_i) = (K_eps grad v - sigma_f) / sqrt(K_eps)
+              of the Ritz energy instead, :mod:`parallel_ms.fine.residual`)
     boundary  sqrt(tau_1 |dOmega| / M_b) v(x_b)                             (soft BCs only)
     weak      Phi r        (r tested against coarse hat functions, loss.tau_weak > 0: .weak_residual)
     coupling  sqrt(tau_2 w_n) (Q v_i - y_i(K~(theta)))_n                  (owned coarse dofs)
@@ -17,7 +19,7 @@ its gradient (Adam, L-BFGS: :meth:`PINNObjective.terms`) and the Gauss-Newton pr
 
 M and M_b are the GLOBAL point counts, so each rank's terms are partial sums whose sum over
 ranks is the serial value for the same global point set. K_eps, grad K_eps and f_eps are
-evaluated once per point set.
+evaluated once per point set (with the energy form: K_eps and sigma_f).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from torch import nn
 
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.residual import residual
+from parallel_ms.fine.residual import energy_residual, residual
 from parallel_ms.fine.sampling import Shard
 from parallel_ms.problems import Problem
 from parallel_ms.training.schedules import CoarseRefresh, Tau2Continuation
@@ -80,12 +82,16 @@ class _CouplingRows(torch.autograd.Function):
 
 class PINNObjective:
     """The objective's rows and terms for one shard of points (with the coupling and the weak
-    residual when attached). ``refresh`` decides when the coarse state is re-solved."""
+    residual when attached). ``refresh`` decides when the coarse state is re-solved; ``form``
+    is the fine residual's (``loss.form``: ``"strong"`` or ``"energy"``, the latter with one
+    output)."""
 
     def __init__(self, problem: Problem, shard: Shard, dtype: torch.dtype,
                  device: torch.device, tau1: float = 1.0, hard_bc: bool = False,
-                 outputs: int = 1, refresh: CoarseRefresh | None = None) -> None:
+                 outputs: int = 1, refresh: CoarseRefresh | None = None,
+                 form: str = "strong") -> None:
         self.problem = problem
+        self.form = form
         self.outputs = outputs
         self.dtype, self.device = dtype, device
         self.tau1 = tau1
@@ -108,6 +114,8 @@ class PINNObjective:
         self.k = as_t(self.problem.k(x64))
         self.grad_k = as_t(self.problem.grad_k(x64))
         self.f = as_t(self._source(x64))
+        if self.form == "energy":
+            self.sigma = as_t(self.problem.lifted_source_flux(x64))
         self.x_bnd = as_t(shard.boundary).reshape(-1, self.problem.dim)
         self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
@@ -152,6 +160,18 @@ class PINNObjective:
                 self.version += 1
 
     @property
+    def extras(self) -> tuple[torch.Tensor, ...]:
+        """The per-point data of :meth:`point_residual` besides the network's outputs."""
+        return (self.k, self.sigma) if self.form == "energy" else (self.k, self.grad_k, self.f)
+
+    def point_residual(self, *extras_lap_grad: torch.Tensor) -> torch.Tensor:
+        """The fine residual in this objective's form from ``(*extras, lap v, grad v)``
+        (:attr:`extras`; a zero source or flux gives its linear change)."""
+        *extras, lap, g = extras_lap_grad
+        return energy_residual(*extras, g) if self.form == "energy" else residual(
+            *extras, lap, g)
+
+    @property
     def term_names(self) -> list[str]:
         return (["residual"] + ([] if self.hard_bc else ["boundary"])
                 + ([] if self.weak is None else ["weak"])
@@ -167,7 +187,7 @@ class PINNObjective:
         the network's outputs ``outs``. With a coupling the coarse state is re-solved first
         when ``consistent`` or the refresh rule says so (collective)."""
         v, g, lap, v_b, v_nodes = outs
-        r = residual(self.k, self.grad_k, self.f, lap, g)
+        r = self.point_residual(*self.extras, lap, g)
         out = {"residual": self.row_scale["residual"] * r.reshape(-1)}
         if not self.hard_bc:
             out["boundary"] = self.row_scale["boundary"] * v_b.reshape(-1)
@@ -185,7 +205,7 @@ class PINNObjective:
         """The rows' change for a change (dv, d grad v, d lap v, dv_b, dv_nodes) of the
         network's outputs (forward mode; the coupling's through the tangent-linear coarse
         problem at the current coarse state, collective)."""
-        dr = residual(self.k, self.grad_k, torch.zeros_like(self.f), dlap, dg)
+        dr = self.point_residual(*self.extras[:-1], torch.zeros_like(self.extras[-1]), dlap, dg)
         out = {"residual": self.row_scale["residual"] * dr.reshape(-1)}
         if not self.hard_bc:
             out["boundary"] = self.row_scale["boundary"] * dv_b.reshape(-1)
@@ -201,8 +221,8 @@ class PINNObjective:
                 for name, r in self.rows(self.outputs_of(forward), consistent).items()}
 
     def pointwise_residual(self, net: nn.Module, x: np.ndarray) -> np.ndarray:
-        """|r| at arbitrary local points (for adaptive resampling; the Euclidean norm over
-        the outputs)."""
+        """|r| of the strong residual at arbitrary local points (for adaptive resampling, in
+        either form; the Euclidean norm over the outputs)."""
         x64 = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.problem.dim)
         xt = x64.to(self.dtype).to(self.device)
         with torch.enable_grad():

@@ -20,7 +20,6 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.residual import residual
 from parallel_ms.training.optimizers.base import flatten, unflatten
 from parallel_ms.training.objective import PINNObjective
 
@@ -141,13 +140,13 @@ class Residuals:
     def point_jacobian(self, x: torch.Tensor, chunk: int, of: str = "value"
                        ) -> tuple[torch.Tensor, ...]:
         """The derivatives d/d(theta) at the points x of: ``"value"`` v; ``"jet"`` (v, grad v,
-        lap v); ``"residual"`` r (4.8), ``"value-residual"`` (v, r) — these two at the
-        objective's interior points (x = x_int). Each of shape (points, *value shape,
+        lap v); ``"residual"`` r (4.8, in the objective's form), ``"value-residual"`` (v, r) —
+        these two at the objective's interior points (x = x_int). Each of shape (points, *value shape,
         parameters). Reverse mode per point: the cost grows with the number of quantities."""
         names = [n.removeprefix("net.") for n in self.names]
         jet_of = _JetOf(self.forward.net)
         o = self.objective
-        extras = (o.k, o.grad_k, o.f) if of.endswith("residual") else ()
+        extras = o.extras if of.endswith("residual") else ()
 
         def at_point(params: tuple[torch.Tensor, ...], xi: torch.Tensor, *ki: torch.Tensor
                      ) -> tuple[torch.Tensor, ...]:
@@ -157,7 +156,7 @@ class Residuals:
             v, g, lap = functional_call(jet_of, dict(zip(self.names, params)), (xi[None],))
             if of == "jet":
                 return v[0], g[0], lap[0]
-            r = residual(*(e[None] for e in ki), lap, g)[0]
+            r = o.point_residual(*(e[None] for e in ki), lap, g)[0]
             return (v[0], r) if of == "value-residual" else (r,)
 
         columns = torch.tensor([0] + [p.numel() for p in self.params]).cumsum(0).tolist()

@@ -44,7 +44,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     forward = PINNForward(net, cfg.loss.derivatives)
     fine = lambda points, refresh=None: PINNObjective(  # noqa: E731
         problem, points, DTYPES[cfg.network.dtype], ctx.device, cfg.loss.tau1,
-        cfg.network.hard_bc, outputs, refresh)
+        cfg.network.hard_bc, outputs, refresh, cfg.loss.form)
     objective = fine(shard, CoarseRefresh.from_config(c))
     validation = None
     if cfg.sampling.validation:
