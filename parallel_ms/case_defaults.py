@@ -107,12 +107,11 @@ MEASURED["quasi-periodic-2d"] = {
 
 #: sharp high-contrast interfaces in 1D: the energy form of the residual on a composite Gauss
 #: rule that resolves them (4,000 points: 2 per 2.5e-4), the Ms-FF network, the best iterate by
-#: the loss, which here is the energy error plus a constant, the estimate on a mesh that
-#: resolves the interfaces too (64 cells per period; with 4 it stalls at 20-40x the error)
-#: (docs/results.md §4.5; the strong form lands at rel. L2 1.2-3.8 there, the energy form on
-#: Sobol points at 2.8e-2); random
-#: inclusions are not periodic: their hybrid's coupling only guides, as for the other
-#: non-periodic cases
+#: the loss (here the energy error plus a constant), the estimate on a mesh that resolves the
+#: interfaces too (64 cells per period; with 4 it stays at 22-41x the error); docs/results.md
+#: §4.5: the strong form lands at rel. L2 0.35-3.8 there, the energy form on Sobol points at
+#: 2.8e-2. Random inclusions are not periodic: their hybrid's coupling only guides, as for the
+#: other non-periodic cases.
 _ENERGY_1D: Settings = {**_GN_1D_MSFF, "loss.form": "energy", "sampling.method": "gauss",
                         "train.best_by": "loss", "estimate.cells_per_period": 64}
 MEASURED["high-contrast-1d"] = {"pinn": _ENERGY_1D, "hybrid": {**_ENERGY_1D, **_HYBRID_1D}}

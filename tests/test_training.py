@@ -1,8 +1,7 @@
 """PINN engine pieces in one process: configuration, schedule, balancing, switch, a short run."""
 import copy
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -141,8 +141,9 @@ class Residuals:
                        ) -> tuple[torch.Tensor, ...]:
         """The derivatives d/d(theta) at the points x of: ``"value"`` v; ``"jet"`` (v, grad v,
         lap v); ``"residual"`` r (4.8, in the objective's form), ``"value-residual"`` (v, r) —
-        these two at the objective's interior points (x = x_int). Each of shape (points, *value shape,
-        parameters). Reverse mode per point: the cost grows with the number of quantities."""
+        these two at the objective's interior points (x = x_int). Each of shape (points,
+        *value shape, parameters). Reverse mode per point: the cost grows with the number of
+        quantities."""
         names = [n.removeprefix("net.") for n in self.names]
         jet_of = _JetOf(self.forward.net)
         o = self.objective
