@@ -276,6 +276,10 @@ def validate(cfg: Config) -> None:
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
+    if cfg.sampling.method == "gauss" and cfg.sampling.resample_every:
+        raise _error("sampling.resample_every", cfg.sampling.resample_every,
+                     "0 with sampling.method = 'gauss' (the Gauss rule is fixed: every round "
+                     "would give the same points)")
     if cfg.train.best_by == "estimate" and not cfg.estimate.enabled:
         raise _error("train.best_by", cfg.train.best_by, "'loss' when estimate.enabled = false")
     if cfg.train.ema_decay and cfg.train.best_by == "loss":

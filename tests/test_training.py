@@ -50,6 +50,8 @@ def test_config_errors_are_one_line(override, message):
      "loss.tau_weak = 10.0 (allowed: 0 with loss.form = 'energy'"),
     (["loss.form=energy", "train.method=hybrid", "coupling.upscaling=block-tensor"],
      "loss.form = 'energy' (allowed: 'strong' with coupling.upscaling = 'block-tensor'"),
+    (["sampling.method=gauss", "sampling.resample_every=1"],
+     "sampling.resample_every = 1 (allowed: 0 with sampling.method = 'gauss'"),
 ])
 def test_energy_form_refuses_what_it_cannot_pair_with(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
