@@ -39,6 +39,8 @@ class NetworkConfig:
     sigmas: list[float] | None = None  #: Ms-FF scales; default [1, 1/eps] (paper §4.4)
     harmonics: int = 1              #: harmonics of each fast wave of the case (two-scale)
     hard_bc: bool = False           #: v = l(x) N(x), l = prod 4 x_i (1 - x_i)
+    enrich: str = "none"            #: none | coefficient (v = N_0 + g N_1, g the normalised
+                                    #: log K_eps: for sharp high-contrast interfaces)
     dtype: str = "auto"             #: auto (float64 for Gauss-Newton, else float32) | float32
                                     #: | float64
     seed: int = 0                   #: initialisation seed (same on every rank)
@@ -244,6 +246,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "network.kind": ("msff", "mlp", "two-scale"),
+    "network.enrich": ("none", "coefficient"),
     "network.dtype": ("auto", "float32", "float64"),
     "sampling.method": ("uniform", "sobol", "gauss"),
     "loss.derivatives": ("jet", "jet-compiled", "autograd"),

@@ -42,8 +42,10 @@ def bounds_inactive(s):
     output of the wrapped network) and widen the Reuss/Voigt bounds of a
     hybrid setup so that nothing is clipped: a point where the projection is the identity."""
     import torch
-    from parallel_ms.fine.networks import HardBoundary
-    net = s.net.net if isinstance(s.net, HardBoundary) else s.net   # l(x) N(x): scale N
+    from parallel_ms.fine.networks import CoefficientEnriched, HardBoundary
+    net = s.net
+    while isinstance(net, (HardBoundary, CoefficientEnriched)):   # l(x) N(x), N_0 + g N_1
+        net = net.net                                             # scale N
     with torch.no_grad():
         net.output.weight.mul_(0.1)
         net.output.bias.mul_(0.1)

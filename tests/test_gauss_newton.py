@@ -40,6 +40,11 @@ CASES = {
                              "coarse.cells=40", "coupling.delta=0.1", "loss.form=energy",
                              "sampling.method=gauss"],
     "hybrid-energy": HYBRID_2D + ["loss.form=energy"],
+    # the coefficient-enriched network: g's jet by torch.func inside the Jacobian's transforms
+    "pinn-2d-energy-enriched": ["problem.case=high-contrast-2d", "problem.contrast=10",
+                                "problem.width=0.5", "network.enrich=coefficient",
+                                "loss.form=energy"],
+    "hybrid-enriched": HYBRID_2D + ["network.enrich=coefficient"],
     "hybrid-block-tensor-weak": HYBRID_2D + [
         "coupling.upscaling=block-tensor", "coupling.blocks=[2,2]", "coupling.tau2=1e4",
         "loss.tau_weak=10", "loss.weak_cells=3"],

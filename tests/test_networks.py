@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet, TwoScaleNet
+from parallel_ms.fine.networks import (MLP, CoefficientEnriched, HardBoundary, MsFourierNet,
+                                       TwoScaleNet)
+from parallel_ms.problems import get_case
 from parallel_ms.problems.problem import axis_waves
 
 PERIOD = {1: (1.0,), 2: (2.0, 1.0)}  # of K_eps in units of eps: paper-1d, paper-2d
@@ -16,7 +18,16 @@ NETWORKS = {
     "hard-mlp": lambda d: HardBoundary(MLP(d, 24, 3)),
     "two-scale": lambda d: TwoScaleNet(d, 0.05, WAVES[d], 2, 16, 2),
     "hard-two-scale": lambda d: HardBoundary(TwoScaleNet(d, 0.1, WAVES[d], 3, 16, 2)),
+    "hard-enriched-msff": lambda d: HardBoundary(_enriched(MsFourierNet(d, (1.0, 5.0), 16, 32, 2,
+                                                                        out=2), d)),
 }
+
+
+def _enriched(net: torch.nn.Module, dim: int) -> CoefficientEnriched:
+    """``net`` (two outputs) enriched with the conductivity of the high-contrast case (a
+    contrast of 10 and wide interfaces: derivatives of g of O(10^2), not O(10^6))."""
+    problem = get_case(f"high-contrast-{dim}d", contrast=10.0, width=0.5)
+    return CoefficientEnriched(net, problem.k, problem.bounds)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
@@ -91,10 +102,12 @@ def test_hard_boundary_vanishes_on_the_boundary():
 
 
 @pytest.mark.slow
-def test_compiled_jet_agrees_with_autograd():
-    """torch.compile of the jet path (a ~30 s compile, so marked slow)."""
+@pytest.mark.parametrize("name", ["msff", "hard-enriched-msff"])
+def test_compiled_jet_agrees_with_autograd(name):
+    """torch.compile of the jet path (a ~30 s compile, so marked slow); the enrichment's jet
+    runs eagerly inside it."""
     torch.manual_seed(5)
-    net = MsFourierNet(2, (1.0, 10.0), 16, 32, 2).double()
+    net = NETWORKS[name](2).double()
     x = torch.rand(200, 2, dtype=torch.float64)
     for a, b in zip(derivatives(net, x, "autograd"), derivatives(net, x, "jet-compiled")):
         assert torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a) < 1e-12
@@ -122,3 +135,21 @@ def test_two_scale_network_takes_the_case_s_fast_waves():
     expected = [[1, 0], [2, 0], [s, 0], [2 * s, 0], [0, 1], [0, 2]]
     assert torch.allclose(net.omega, 2 * torch.pi / 0.1 * torch.tensor(expected,
                                                                       dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_enriched_network_is_n0_plus_normalised_log_k_times_n1(dim):
+    """v = N_0 + g N_1 with g = log(K/alpha) / log(beta/alpha): g is 0 where K is the
+    background's alpha and 1 where it reaches beta (the inclusions' centres, up to the smoothing)."""
+    torch.manual_seed(2)
+    net = _enriched(MLP(dim, 16, 2, out=2), dim).double()
+    x = torch.rand(100, dim, dtype=torch.float64)
+    g = net.enrichment(x)
+    with torch.no_grad():
+        n = net.net(x)
+        assert torch.allclose(net(x), n[:, 0] + g * n[:, 1], rtol=0, atol=1e-15)
+    sharp = get_case(f"high-contrast-{dim}d", contrast=10.0)       # the case's own interfaces
+    net = CoefficientEnriched(net.net, sharp.k, sharp.bounds)
+    centre = torch.full((1, dim), sharp.eps / 2, dtype=torch.float64)
+    assert float(net.enrichment(torch.zeros(1, dim, dtype=torch.float64))) < 1e-6
+    assert 1 - 1e-6 < float(net.enrichment(centre)) <= 1.0

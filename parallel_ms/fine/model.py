@@ -7,7 +7,8 @@ from torch import nn
 from parallel_ms.config import NetworkConfig
 from parallel_ms.errors import UserError
 from parallel_ms.fine.derivatives import derivatives
-from parallel_ms.fine.networks import MLP, HardBoundary, MsFourierNet, TwoScaleNet
+from parallel_ms.fine.networks import (MLP, CoefficientEnriched, HardBoundary, MsFourierNet,
+                                       TwoScaleNet)
 from parallel_ms.problems import Problem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -19,6 +20,14 @@ def build_network(cfg: NetworkConfig, problem: Problem, outputs: int = 1) -> nn.
     ``outputs`` = 2 for the two temperature drops of the block-tensor upscaling."""
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    inner = outputs
+    if cfg.enrich == "coefficient":
+        alpha, beta = problem.bounds
+        if not 0 < alpha < beta:
+            raise UserError(f"network.enrich = 'coefficient' needs K's bounds 0 < alpha < beta; "
+                            f"case '{problem.name}' has ({alpha:g}, {beta:g}) (allowed: none)",
+                            collective=True)
+        outputs = 2 * inner
     if cfg.kind == "mlp":
         net: nn.Module = MLP(problem.dim, cfg.width, cfg.depth, outputs)
     elif cfg.kind == "two-scale":
@@ -32,6 +41,8 @@ def build_network(cfg: NetworkConfig, problem: Problem, outputs: int = 1) -> nn.
         sigmas = cfg.sigmas or [1.0, 1.0 / problem.eps]
         net = MsFourierNet(problem.dim, sigmas, cfg.features, cfg.width, cfg.depth, outputs,
                            generator=gen)
+    if cfg.enrich == "coefficient":
+        net = CoefficientEnriched(net, problem.k, problem.bounds, inner)
     if cfg.hard_bc:
         net = HardBoundary(net)
     return net.to(DTYPES[cfg.dtype])

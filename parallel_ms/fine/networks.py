@@ -1,11 +1,11 @@
 """Networks of the paper (§4.4): tanh MLP, multiscale Fourier-feature network (Ms-PINN), a
-two-scale network N_0(x) + eps N_1(x, x/eps) (paper 001 §4), and a hard-boundary wrapper
-v = l(x) N(x). Each ``forward`` gives v(x); each ``jet`` gives (v, grad v, lap v) by the
-forward-jet path of :mod:`.jet`."""
+two-scale network N_0(x) + eps N_1(x, x/eps) (paper 001 §4), a coefficient-enriched wrapper
+v = N_0 + g N_1 (g from K_eps) and a hard-boundary wrapper v = l(x) N(x). Each ``forward``
+gives v(x); each ``jet`` gives (v, grad v, lap v) by the forward-jet path of :mod:`.jet`."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -124,6 +124,47 @@ class TwoScaleNet(nn.Module):
                     torch.zeros(m, omega.shape[0], dtype=x.dtype, device=x.device))
         fast = self.fast.jet_of(slow.concat(phase.sin_cos()))
         return self.slow.jet_of(slow).plus(fast.scaled(self.eps))
+
+
+class CoefficientEnriched(nn.Module):
+    """v(x) = N_0(x) + g(x) N_1(x), g = log(K_eps / alpha) / log(beta / alpha) in [0, 1] the
+    normalised log-conductivity (alpha <= K_eps <= beta, the case's bounds) and N_0, N_1 the
+    two outputs of ``net``: an input built from the known coefficient, as the cusp-capturing
+    PINN adds the level set of an interface (Tseng, Lin, Hu & Lai, J. Comput. Phys. 491, 2023).
+    Where K jumps across a thin interface, g does too, and v can follow u's change of slope
+    there (N_1 vanishing on the interface) with smooth N_0, N_1; a smooth network cannot resolve
+    that layer at the interfaces' width. The jet of g (value, gradient, Laplacian) comes from
+    torch.func transforms of the case's formula; it does not depend on the parameters."""
+
+    def __init__(self, net: nn.Module, k: Callable[[torch.Tensor], torch.Tensor],
+                 bounds: tuple[float, float], outputs: int = 1) -> None:
+        super().__init__()
+        self.net, self.k, self.outputs = net, k, outputs
+        self.alpha, self.log_ratio = bounds[0], math.log(bounds[1] / bounds[0])
+
+    def enrichment(self, x: torch.Tensor) -> torch.Tensor:
+        """g at the points, (M,)."""
+        return torch.log(self.k(x) / self.alpha) / self.log_ratio
+
+    @torch.compiler.disable
+    def enrichment_jet(self, x: torch.Tensor) -> Jet:
+        """(g, grad g, lap g) at the points as a one-feature jet, by torch.func transforms of
+        one point (they nest in the transforms over the parameters of a Gauss–Newton step; run
+        eagerly under ``jet-compiled``, whose tracing does not take them)."""
+        single = lambda y: self.enrichment(y[None])[0]  # noqa: E731
+        grad = torch.func.vmap(torch.func.grad(single))(x)
+        lap = torch.func.vmap(torch.func.hessian(single))(x).diagonal(dim1=1, dim2=2).sum(-1)
+        return Jet(self.enrichment(x)[:, None], grad.T[..., None], lap[:, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, o = self.net(x), self.outputs
+        v = n[:, :o] + self.enrichment(x)[:, None] * n[:, o:]
+        return v.squeeze(-1)
+
+    def jet(self, x: torch.Tensor) -> Jet:
+        n, o = self.net.jet(x), self.outputs
+        part = lambda s: Jet(n.value[:, s], n.grad[..., s], n.lap[:, s])  # noqa: E731
+        return _squeeze(part(slice(0, o)).plus(self.enrichment_jet(x).times(part(slice(o, None)))))
 
 
 class HardBoundary(nn.Module):
