@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from parallel_ms.problems import Problem, get_case
 from parallel_ms.reference.cell import effective_tensor, homogenized_solution
-from parallel_ms.reference.metrics import relative_errors
+from parallel_ms.reference.metrics import norms, relative_errors
 from parallel_ms.coarse.mesh import unit_mesh
 from parallel_ms.reference.solver import (block_tensors, solve_reference, solve_temperature_drops,
                                           upscaled_tensor)
@@ -167,3 +167,18 @@ def test_metric_is_the_same_on_one_and_all_ranks():
                                                         comm=MPI.COMM_SELF))
     np.testing.assert_allclose(parallel_errors, serial_errors, rtol=1e-10)
     assert 0 < parallel_errors[0] < 10
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.1])
+def test_norms_of_an_oscillation_against_their_closed_forms(eps):
+    """u = sin(2 pi x1/eps) sin(pi x2), K = 2: ||u||_L2 = 1/2, |u|_H1 = pi sqrt(4/eps^2 + 1)/2,
+    ||u||_a = sqrt(2) |u|_H1; the ratio L2 / H1 tends to eps / (2 pi) as eps -> 0 (P2 on a
+    mesh resolving eps: to 1e-4)."""
+    mesh = unit_mesh(2, int(16 / eps))
+    x = fd.SpatialCoordinate(mesh)
+    u = fd.Function(fd.FunctionSpace(mesh, "CG", 2)).interpolate(
+        fd.sin(2 * fd.pi * x[0] / eps) * fd.sin(fd.pi * x[1]))
+    l2, h1, energy = norms(u, fd.Constant(2.0))
+    exact_h1 = math.pi * math.sqrt(4 / eps ** 2 + 1) / 2
+    assert abs(l2 - 0.5) < 1e-4 and abs(h1 / exact_h1 - 1) < 1e-3
+    assert abs(energy / (math.sqrt(2) * h1) - 1) < 1e-12

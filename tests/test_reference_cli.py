@@ -30,6 +30,9 @@ def test_cached_reference_written_on_two_ranks_reloads_on_one_and_three(mpiexec,
     (cached,) = [p for p in tmp_path.glob("paper-2d-*.h5")]
     again = mpiexec(3, args[:-2], timeout=300)
     assert again.returncode == 0 and "(loaded from cache)" in again.stdout, again.stderr
+    printed = [re.search(r"norms of u: L2 (\S+), H1 seminorm (\S+), energy (\S+);",
+                         o.stdout).groups() for o in (out, again)]
+    assert printed[0] == printed[1]          # 2 ranks solved, 3 ranks loaded: the same norms
     results = []
     for n in (1, 3):
         run = mpiexec(n, ["-c", RELOAD_CHECK, str(cached)], timeout=300)
@@ -40,6 +43,7 @@ def test_cached_reference_written_on_two_ranks_reloads_on_one_and_three(mpiexec,
         assert abs(float(stored) - k11) < 1e-9 and abs(float(recomputed) - k11) < 1e-9
         results.append(float(norm))
     assert abs(results[0] - results[1]) < 1e-12 * results[0]
+    assert abs(float(printed[0][0]) ** 2 / results[0] - 1) < 1e-4   # printed to 5 digits
 
     with h5py.File(tmp_path / "ref.h5", "r") as f:
         coords, u, w = f["coordinates"][...], f["u"][...], f["w"][...]

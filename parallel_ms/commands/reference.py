@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,7 @@ def preflight(args: argparse.Namespace) -> "Problem":
 def main(args: argparse.Namespace) -> int:
     from parallel_ms.reference.cache import load_or_solve
     from parallel_ms.reference.export import write_vertex_file
+    from parallel_ms.reference.metrics import norms
     from parallel_ms.reference.solver import block_tensors, upscaled_tensor
 
     problem = preflight(args)
@@ -95,6 +97,10 @@ def main(args: argparse.Namespace) -> int:
     say(f"reference: P{ref.degree}, {ref.resolution} cells per direction, {n_dofs} dofs, "
         f"{ref.mesh.comm.size} rank(s)" + (" (loaded from cache)" if cached else ""))
     say(f"K~_11 = {ref.k11:.10f}")
+    l2, h1, energy = norms(ref.u, problem.k_ufl(ref.mesh))
+    say(f"norms of u: L2 {l2:.4e}, H1 seminorm {h1:.4e}, energy {energy:.4e}; L2 / H1 "
+        f"seminorm {l2 / h1:.3e} (an eps-periodic oscillation: eps / (2 pi) = "
+        f"{problem.eps / (2 * math.pi):.3e})")
     say(f"solve time: {ref.solve_time:.3f} s" + (" (when it was computed)" if cached else ""))
     attrs: dict[str, object] = {}
     if tensor:

@@ -93,12 +93,14 @@ class Problem:
         temperature drop along e_i (i = ``direction``; the paper's is e_1)."""
         return self.q(x) + self.grad_k(x)[:, direction]
 
-    def lifted_source_flux(self, x: torch.Tensor) -> torch.Tensor:
+    def lifted_source_flux(self, x: torch.Tensor,
+                           k: torch.Tensor | None = None) -> torch.Tensor:
         """A flux sigma_f of the lifted source, div sigma_f = -f_eps (f_eps = q + d_1 K_eps),
         shape (M, d): sigma_f = -(Q + K_eps) e_1 with Q(x) = int_0^{x_1} q(s, x_2, ...) ds by
         Gauss–Legendre with :data:`FLUX_NODES` nodes (exact for polynomial q up to degree
         2 FLUX_NODES - 1; the cases' sources are constant or a Gaussian of width 0.1). The
-        energy form of the fine problem's residual (:mod:`parallel_ms.fine.residual`)."""
+        energy form of the fine problem's residual (:mod:`parallel_ms.fine.residual`); ``k``:
+        K_eps at the points when the caller holds it already."""
         t, w = (torch.as_tensor(a, dtype=x.dtype, device=x.device)
                 for a in np.polynomial.legendre.leggauss(FLUX_NODES))
         t, w = 0.5 * (t + 1), 0.5 * w                          # on (0, 1)
@@ -106,7 +108,7 @@ class Problem:
         along[..., 0] = x[:, None, 0] * t                      # (M, nodes, d): (t x_1, x_2, ...)
         q = self.q(along.reshape(-1, self.dim)).reshape(-1, FLUX_NODES)
         sigma = torch.zeros_like(x)
-        sigma[:, 0] = -(x[:, 0] * (q @ w) + self.k(x))
+        sigma[:, 0] = -(x[:, 0] * (q @ w) + (self.k(x) if k is None else k))
         return sigma
 
     # ---- UFL side ---------------------------------------------------------------------------

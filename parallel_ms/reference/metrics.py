@@ -91,3 +91,15 @@ def fe_relative_errors(v: fd.Function, u: fd.Function, k: Any) -> tuple[float, f
                          / fd.assemble(weight * fd.inner(ref, ref) * fd.dx))
     grad_e = fd.grad(v - u)
     return ratio(v - u, u), ratio(grad_e, fd.grad(u)), ratio(grad_e, fd.grad(u), k)
+
+
+def norms(u: fd.Function, k: Any) -> tuple[float, float, float]:
+    """(||u||_L2, |u|_H1 = ||grad u||_L2, ||u||_a = (int k |grad u|^2)^(1/2)) of a
+    finite-element function: the denominators of the relative errors. Their ratio
+    ||u||_L2 / |u|_H1 says how much of u oscillates on the scale eps: about eps / (2 pi) when u
+    is an eps-periodic oscillation, about 1 / (pi sqrt(d)) for a smooth bump on the unit cube;
+    the closer to eps / (2 pi), the smaller an error in H1 that the relative L2 error already
+    counts as large."""
+    def norm(f: Any, weight: Any = 1.0) -> float:
+        return math.sqrt(fd.assemble(weight * fd.inner(f, f) * fd.dx))
+    return norm(u), norm(fd.grad(u)), norm(fd.grad(u), k)

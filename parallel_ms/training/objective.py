@@ -111,11 +111,12 @@ class PINNObjective:
         as_t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
         x64 = torch.as_tensor(shard.interior, dtype=torch.float64).reshape(-1, self.problem.dim)
         self.x_int = as_t(x64)
-        self.k = as_t(self.problem.k(x64))
+        k64 = self.problem.k(x64)
+        self.k = as_t(k64)
         self.grad_k = as_t(self.problem.grad_k(x64))
         self.f = as_t(self._source(x64))
         if self.form == "energy":
-            self.sigma = as_t(self.problem.lifted_source_flux(x64))
+            self.sigma = as_t(self.problem.lifted_source_flux(x64, k64))
         self.x_bnd = as_t(shard.boundary).reshape(-1, self.problem.dim)
         self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
@@ -160,13 +161,25 @@ class PINNObjective:
                 self.version += 1
 
     @property
+    def coefficients(self) -> tuple[torch.Tensor, ...]:
+        """The per-point coefficient data of :meth:`point_residual`: K (energy form) or
+        K, grad K (strong form); the residual is linear in the network's outputs given them."""
+        return (self.k,) if self.form == "energy" else (self.k, self.grad_k)
+
+    @property
+    def load(self) -> torch.Tensor:
+        """The residual's affine part per point: the lifted source's flux sigma_f (energy
+        form) or the lifted source f_eps (strong form)."""
+        return self.sigma if self.form == "energy" else self.f
+
+    @property
     def extras(self) -> tuple[torch.Tensor, ...]:
         """The per-point data of :meth:`point_residual` besides the network's outputs."""
-        return (self.k, self.sigma) if self.form == "energy" else (self.k, self.grad_k, self.f)
+        return (*self.coefficients, self.load)
 
     def point_residual(self, *extras_lap_grad: torch.Tensor) -> torch.Tensor:
         """The fine residual in this objective's form from ``(*extras, lap v, grad v)``
-        (:attr:`extras`; a zero source or flux gives its linear change)."""
+        (:attr:`extras`; a zero :attr:`load` gives its linear change)."""
         *extras, lap, g = extras_lap_grad
         return energy_residual(*extras, g) if self.form == "energy" else residual(
             *extras, lap, g)
@@ -205,7 +218,7 @@ class PINNObjective:
         """The rows' change for a change (dv, d grad v, d lap v, dv_b, dv_nodes) of the
         network's outputs (forward mode; the coupling's through the tangent-linear coarse
         problem at the current coarse state, collective)."""
-        dr = self.point_residual(*self.extras[:-1], torch.zeros_like(self.extras[-1]), dlap, dg)
+        dr = self.point_residual(*self.coefficients, torch.zeros_like(self.load), dlap, dg)
         out = {"residual": self.row_scale["residual"] * dr.reshape(-1)}
         if not self.hard_bc:
             out["boundary"] = self.row_scale["boundary"] * dv_b.reshape(-1)
