@@ -226,10 +226,9 @@ def test_the_table_holds_the_job_files_settings(job, argv):
 
 
 def test_every_built_in_case_has_defaults_for_both_methods():
-    from parallel_ms.case_defaults import MEASURED, STARTS_FROM
-    from parallel_ms.problems import CASES, get_case
-    assert set(CASES) == set(MEASURED) | set(STARTS_FROM)
-    assert all(get_case(case).dim == get_case(paper).dim for case, paper in STARTS_FROM.items())
+    from parallel_ms.case_defaults import MEASURED
+    from parallel_ms.problems import CASES
+    assert set(CASES) == set(MEASURED)
     assert all(set(methods) == {"pinn", "hybrid"} for methods in MEASURED.values())
 
 
