@@ -87,10 +87,14 @@ def fe_relative_errors(v: fd.Function, u: fd.Function, k: Any) -> tuple[float, f
     and energy norm (int k |grad e|^2)^(1/2), the norm in which the Galerkin solution in a
     larger space is never worse."""
     def ratio(e: Any, ref: Any, weight: Any = 1.0) -> float:
-        return math.sqrt(fd.assemble(weight * fd.inner(e, e) * fd.dx)
-                         / fd.assemble(weight * fd.inner(ref, ref) * fd.dx))
+        return _norm(e, weight) / _norm(ref, weight)
     grad_e = fd.grad(v - u)
     return ratio(v - u, u), ratio(grad_e, fd.grad(u)), ratio(grad_e, fd.grad(u), k)
+
+
+def _norm(f: Any, weight: Any = 1.0) -> float:
+    """(int weight |f|^2)^(1/2) over the mesh of f."""
+    return math.sqrt(fd.assemble(weight * fd.inner(f, f) * fd.dx))
 
 
 def norms(u: fd.Function, k: Any) -> tuple[float, float, float]:
@@ -100,6 +104,4 @@ def norms(u: fd.Function, k: Any) -> tuple[float, float, float]:
     is an eps-periodic oscillation, about 1 / (pi sqrt(d)) for a smooth bump on the unit cube;
     the closer to eps / (2 pi), the smaller an error in H1 that the relative L2 error already
     counts as large."""
-    def norm(f: Any, weight: Any = 1.0) -> float:
-        return math.sqrt(fd.assemble(weight * fd.inner(f, f) * fd.dx))
-    return norm(u), norm(fd.grad(u)), norm(fd.grad(u), k)
+    return _norm(u), _norm(fd.grad(u)), _norm(fd.grad(u), k)
