@@ -171,7 +171,7 @@ OPTION_CASES = [(cmd, opt, extra) for cmd, opt, extra in [
     ("run", "--resume", []), ("info", "--device", []), ("config", "--reference", []),
     ("config", "--explain", []), ("reference", "--debug", ["--case", "paper-1d-eps1_15"]),
     *[("reference", opt, ["--case", "paper-1d-eps1_15"]) for opt in (
-        "--eps", "--degree", "--resolution", "--solver", "--tensor", "--blocks",
+        "--eps", "--param", "--degree", "--resolution", "--solver", "--tensor", "--blocks",
         "--homogenized", "--out", "--cache-dir", "--no-cache", "--memory-per-rank")],
     ("reference", "--case", []), ("gmsfem", "--case", []),
     *[("gmsfem", opt, ["--case", "channels-2d"]) for opt in (

@@ -70,3 +70,18 @@ def test_reference_user_errors_are_one_line(mpiexec):
     # the first line is ours, printed once; what may follow is mpiexec's note on the exit status
     assert out.stderr.splitlines()[0] == message and out.stderr.count(message) == 1
     assert "Traceback" not in out.stderr
+
+
+def test_reference_takes_the_case_parameters(mpiexec, tmp_path):
+    """``--param`` as in ``gmsfem``: the medium changes, and with it the cache entry."""
+    base = ["-m", "parallel_ms", "reference", "--case", "high-contrast-1d", "--cache-dir",
+            str(tmp_path)]
+    lines = {}
+    for extra in ([], ["--param", "contrast=10", "--param", "width=0.2"]):
+        out = mpiexec(1, base + extra, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines[tuple(extra)] = [ln for ln in out.stdout.splitlines() if ln.startswith("K~_11")]
+    assert len(lines) == 2 and lines[()] != lines[("--param", "contrast=10", "--param",
+                                                   "width=0.2")]
+    names = sorted(f.name for f in tmp_path.glob("*.h5"))
+    assert len(names) == 2 and any("-contrast10-width0.2-" in n for n in names), names

@@ -91,8 +91,9 @@ def test_default_operator_is_a_few_1e4_parameters_and_saves(tmp_path):
     mask = _hexagon(17)
     model = SubspaceUNet(mask, count=4)
     assert 1e4 < sum(p.numel() for p in model.parameters()) < 1e5
-    save_operator(tmp_path / "op.pt", model, {"cells": 10, "refinement": 8})
-    again, patch = load_operator(tmp_path / "op.pt")
+    path = tmp_path / "models" / "op.pt"          # a folder that does not exist yet
+    save_operator(path, model, {"cells": 10, "refinement": 8})
+    again, patch = load_operator(path)
     log_k = 4 * torch.rand(3, 1, 17, 17)
     assert torch.equal(again(log_k), model(log_k)) and patch["refinement"] == 8
     q = predict_bases(again, log_k, mask, batch=2)

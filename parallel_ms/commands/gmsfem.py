@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from mpi4py import MPI
 
 from parallel_ms import parallel, resources
-from parallel_ms.commands.options import (add_debug_option, non_negative_float, path,
-                                          positive_float, positive_int, typed)
+from parallel_ms.commands.options import (add_case_options, case_of, non_negative_float,
+                                          path, positive_int, typed)
 from parallel_ms.config import CHOICES, GmsfemConfig
 from parallel_ms.errors import UserError
 
@@ -28,19 +28,9 @@ DEFAULT_CELLS = 10
 DEFAULT_BASES = (1, 2, 4, 8)
 
 
-def _name_value(text: str) -> tuple[str, float]:
-    """NAME=NUMBER as (NAME, NUMBER); ValueError otherwise."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise ValueError(text)
-    return name, float(value)
-
-
 _bases = typed(lambda text: tuple(int(t) for t in text.split(",")),
                lambda values: 1 <= min(values) and max(values) <= 1000,
                "comma-separated integers from 1 to 1000, e.g. 1,2,4,8")
-_param = typed(_name_value, lambda _: True,
-               "NAME=NUMBER, a parameter of the case, e.g. contrast=1e5")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,11 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "beside the P1 coarse solutions with the upscaled coefficient per coarse "
                     "square (Algorithm 4.1) and with the scalar K~_11 (4.10). Table on rank 0. "
                     "PETSc options under -gmsfem_ change the coarse solver (default MUMPS LU).")
-    p.add_argument("--case", required=True, help="a 2D case (see 'cases') or FILE.py:NAME")
-    add_debug_option(p)
-    p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
-    p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                   help="a parameter of the case, e.g. --param contrast=1e5 (repeatable)")
+    add_case_options(p, "a 2D case (see 'cases') or FILE.py:NAME")
     p.add_argument("--basis", type=_bases, default=DEFAULT_BASES, metavar="L1,L2,...",
                    help="eigenfunctions per neighbourhood, one row each (default "
                         f"{','.join(map(str, DEFAULT_BASES))})")
@@ -113,8 +99,7 @@ def preflight(args: argparse.Namespace
     """The case, the settings, the operator of ``--basis-from`` and the memory estimate,
     checked before anything is allocated (one collective line each)."""
     from parallel_ms.multiscale.nested import check_sizes, require_2d
-    from parallel_ms.problems import get_case
-    problem = get_case(args.case, eps=args.eps, **dict(args.param))
+    problem = case_of(args)
     require_2d(problem)
     check_sizes(args.cells, args.refinement)
     resources.check([resources.reference_estimate(

@@ -58,6 +58,36 @@ def add_debug_option(p: argparse.ArgumentParser) -> None:
                         f"traceback of its own frames (same as {DEBUG_ENV}=1)")
 
 
+def _name_value(text: str) -> tuple[str, float]:
+    """NAME=NUMBER as (NAME, NUMBER); ValueError otherwise."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(text)
+    return name, float(value)
+
+
+_param = typed(_name_value, lambda _: True,
+               "NAME=NUMBER, a parameter of the case, e.g. contrast=1e5")
+
+
+def add_case_options(p: argparse.ArgumentParser, case_help: str) -> None:
+    """``--case``, ``--debug``, ``--eps`` and ``--param NAME=VALUE`` (the case's own
+    parameters: contrast, width, seed; docs/cases.md), for the commands that take a case
+    without a run configuration (``run`` and ``config`` set them as ``--set problem.*``)."""
+    p.add_argument("--case", required=True, help=case_help)
+    add_debug_option(p)
+    p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter of the case, e.g. --param contrast=1e5 (repeatable)")
+
+
+def case_of(args: argparse.Namespace) -> Any:
+    """The :class:`~parallel_ms.problems.Problem` that :func:`add_case_options` name (an
+    unknown case or parameter: one collective line)."""
+    from parallel_ms.problems import get_case
+    return get_case(args.case, eps=args.eps, **dict(args.param))
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=path, default=None, help="TOML file (sections as in "
                    "'python -m parallel_ms config'); without it the case's measured "

@@ -10,8 +10,8 @@ import numpy as np
 from mpi4py import MPI
 
 from parallel_ms import parallel, resources
-from parallel_ms.commands.options import (add_debug_option, non_negative_float, path,
-                                          positive_float, positive_int)
+from parallel_ms.commands.options import (add_case_options, case_of, non_negative_float,
+                                          path, positive_int)
 from parallel_ms.errors import UserError
 
 if TYPE_CHECKING:
@@ -37,9 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Solve the lifted fine-scale problem (4.8) on a mesh resolving eps, print "
                     "K~_11 (4.10) and the solve time, optionally write an HDF5 file. PETSc "
                     "options under the prefix -reference_ override the solver preset.")
-    p.add_argument("--case", required=True, help="case name (see 'cases') or FILE.py:NAME")
-    add_debug_option(p)
-    p.add_argument("--eps", type=positive_float, default=None, help="override the case's eps")
+    add_case_options(p, "case name (see 'cases') or FILE.py:NAME")
     p.add_argument("--degree", type=int, default=1, choices=(1, 2), help="P1 (default) or P2")
     p.add_argument("--resolution", type=positive_int, default=None,
                    help="cells per direction (default: the resolution rule, see README)")
@@ -64,9 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def preflight(args: argparse.Namespace) -> "Problem":
     """Everything checked before the solve allocates: the case, the options that depend on
     it, and the memory estimate (one collective line each)."""
-    from parallel_ms.problems import get_case
     from parallel_ms.reference.solver import cells_for
-    problem = get_case(args.case, eps=args.eps)
+    problem = case_of(args)
     if (args.tensor or args.blocks is not None) and problem.dim != 2:
         raise UserError(f"--tensor/--blocks need a 2D case; '{args.case}' is {problem.dim}D",
                         collective=True)

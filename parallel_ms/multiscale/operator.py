@@ -115,7 +115,9 @@ def principal_angles(predicted: torch.Tensor, target: torch.Tensor,
 
 def save_operator(path: Path, model: SubspaceUNet, patch: dict[str, Any]) -> None:
     """The model's weights, its hyper-parameters and the patch it was trained on
-    (``patch``: cells, refinement, quadrature_degree) in one file."""
+    (``patch``: cells, refinement, quadrature_degree) in one file (its folder created if
+    missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper": model.hyper, "patch": patch, "mask": model.mask.cpu(),
                 "state": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
 
