@@ -77,8 +77,9 @@ def train(part: str, args: argparse.Namespace, out: Path, extra: list[str]) -> N
                     *extra], check=True)
 
 
-def evaluate(snaps: list[Path], args: argparse.Namespace) -> list[dict]:
-    """Rel. L2 / H1 errors of each snapshot's network against the project's reference."""
+def evaluate(snaps: list[Path], args: argparse.Namespace) -> dict[Path, dict]:
+    """Rel. L2 / H1 errors of each snapshot's network against the project's reference, by
+    snapshot."""
     from parallel_ms.config import Config
     from parallel_ms.problems import get_case
     from parallel_ms.reference.cache import load_or_solve
@@ -89,14 +90,14 @@ def evaluate(snaps: list[Path], args: argparse.Namespace) -> list[dict]:
     ref, _ = load_or_solve(problem, r.degree, r.resolution,
                            cache_dir=Path(r.cache_dir).expanduser())
     net = network(problem, args.width, args.features, args.seed)
-    rows = []
+    rows = {}
     for path in snaps:
         snap = torch.load(path)
         net.load_state_dict(snap["state"])
         l2, h1 = relative_errors(torch_point_function(net), ref)
-        rows.append({"step": snap["iteration"], "optimizer": snap["optimizer"],
-                     "loss": snap["loss"], "train_time": snap["train_time"], "rel_l2": l2,
-                     "rel_h1": h1})
+        rows[path] = {"step": snap["iteration"], "optimizer": snap["optimizer"],
+                      "loss": snap["loss"], "train_time": snap["train_time"], "rel_l2": l2,
+                      "rel_h1": h1}
         print(f"  {path.parent.name}/{path.name}: {snap['optimizer']:6s} iteration "
               f"{snap['iteration']:6d}  {snap['train_time']:7.0f} s  loss {snap['loss']:.3e}  "
               f"rel. L2 {l2:.3e}  rel. H1 {h1:.3e}", flush=True)
@@ -138,10 +139,11 @@ def main() -> None:
         p.error(f"no L-BFGS snapshot at or after --switch {args.switch:g} s in {lbfgs}")
     train("nncg", args, nncg, ["--resume", str(start)])
     results = {}
+    errors = evaluate(snapshots(lbfgs) + snapshots(nncg), args)   # each snapshot once
     for label, run, snaps in (("DeepXDE L-BFGS", lbfgs, snapshots(lbfgs)),
                               ("DeepXDE NNCG", nncg,
                                [s for s in snapshots(lbfgs) if s <= start] + snapshots(nncg))):
-        rows = evaluate(snaps, args)
+        rows = [errors[s] for s in snaps]
         write_run(run, rows, args, label)
         results[label] = rows
     failure = nncg / "failure.txt"

@@ -165,7 +165,8 @@ def test_deepxde_peer_measures_saved_networks_as_run_does(tmp_path):
         torch.save({"state": {k: scale * v for k, v in net.state_dict().items()},
                     "train_time": 10.0 * (i + 1), "iteration": 5 * i, "optimizer": "L-BFGS",
                     "loss": 1.0}, snaps[-1])
-    rows = peer.evaluate(snaps, args)
+    errors = peer.evaluate(snaps, args)
+    rows = [errors[s] for s in snaps]
     assert rows[1]["rel_l2"] == pytest.approx(1.0, abs=1e-12)
     assert rows[1]["rel_h1"] == pytest.approx(1.0, abs=1e-12)
     assert abs(rows[0]["rel_l2"] - 1.0) > 1e-3 and rows[0]["train_time"] == 10.0
