@@ -554,3 +554,15 @@ def test_collective_fit_recovers_latency_and_bandwidth():
     assert m.allreduce(1e6, 2) == pytest.approx(fit.alpha + fit.beta * 1e6)
     assert m.replicated_sum(1e6, 8) == 2 * m.allreduce(1e6, 8)
     assert m.allreduce(1e6, 1) == m.alltoall(1e6, 1) == m.panels(10, 1e6, 1) == 0
+
+
+def test_subspace_operator_spectral_gap_is_the_ratio_after_the_last_kept_eigenvalue():
+    """lambda_{L+1} / lambda_L over the neighbourhoods (the operator's target spans' gap), and
+    none for L = 1, whose lambda_1 is 0."""
+    import numpy as np
+    from mpi4py import MPI
+    bench = _module("subspace_operator")
+    pairs = [(np.array([0.0, 1.0, 3.0]), None), (np.array([0.0, 2.0, 2.2]), None)]
+    gaps = bench._spectral_gaps(pairs, 2, MPI.COMM_SELF)
+    assert gaps["median"] == pytest.approx(2.05) and gaps["p10"] == pytest.approx(1.29)
+    assert bench._spectral_gaps(pairs, 1, MPI.COMM_SELF) is None
