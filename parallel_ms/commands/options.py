@@ -1,14 +1,18 @@
-"""Command-line options shared by the commands that take a run configuration."""
+"""Command-line options shared by the commands: a run configuration's, and a case's for the
+commands that take a case without one (``reference``, ``gmsfem``)."""
 from __future__ import annotations
 
 import argparse
 import math
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parallel_ms import config, config_io
 from parallel_ms.errors import DEBUG_ENV, UserError, enable_debug
+
+if TYPE_CHECKING:
+    from parallel_ms.problems.problem import Problem
 
 #: shortcut flag -> the configuration keys it sets (``--seed`` seeds the network's
 #: initialisation and the collocation points alike: one seed, one run)
@@ -81,7 +85,7 @@ def add_case_options(p: argparse.ArgumentParser, case_help: str) -> None:
                    help="a parameter of the case, e.g. --param contrast=1e5 (repeatable)")
 
 
-def case_of(args: argparse.Namespace) -> Any:
+def case_of(args: argparse.Namespace) -> "Problem":
     """The :class:`~parallel_ms.problems.Problem` that :func:`add_case_options` name (an
     unknown case or parameter: one collective line)."""
     from parallel_ms.problems import get_case
