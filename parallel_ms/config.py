@@ -144,6 +144,10 @@ class CouplingConfig:
                                     #: network for the temperature drops w_1, w_2)
     blocks: list[int] = field(default_factory=lambda: [1, 1])  #: block-tensor: blocks per
                                     #: direction (each must divide coarse.cells)
+    form: str = "compression"       #: compression (paper (3.25): Q v against the coarse
+                                    #: state) | galerkin (coarse.space = gmsfem: the error's
+                                    #: Galerkin projection onto V_ms from the fine residual,
+                                    #: zero at the solution; coupling/galerkin.py)
 
 
 @dataclass
@@ -261,6 +265,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "coupling.weights": ("uniform", "lumped"),
     "coupling.refresh": ("lazy", "every-step"),
     "coupling.upscaling": ("isotropic", "block-tensor"),
+    "coupling.form": ("compression", "galerkin"),
     "gmsfem.eigensolver": ("sparse", "dense"),
     "parallel.device": ("auto", "cpu", "cuda"),
     "output.progress": ("auto", "bar", "log"),

@@ -266,6 +266,10 @@ def validate(cfg: Config) -> None:
         raise _error("coarse.space", cfg.coarse.space,
                      "'p1' with coupling.upscaling = 'block-tensor' or coupling.k12/k22 (the "
                      "GMsFEM space takes K_eps itself, no K~)")
+    if cfg.coupling.form == "galerkin" and cfg.coarse.space != "gmsfem":
+        raise _error("coupling.form", cfg.coupling.form,
+                     "'compression' with coarse.space = 'p1' (the Galerkin form tests with the "
+                     "GMsFEM space's basis)")
     if cfg.loss.form == "energy" and cfg.loss.tau_weak:
         raise _error("loss.tau_weak", cfg.loss.tau_weak,
                      "0 with loss.form = 'energy' (the weak residual tests the strong one)")

@@ -432,7 +432,8 @@ def test_cases_benchmark_runs_each_case_with_its_defaults_and_tables_the_target(
 
 def test_gmsfem_hybrid_benchmark_runs_each_coarse_space_and_tables_them(tmp_path):
     cmd = [sys.executable, "benchmarks/gmsfem_hybrid.py", "--cases", "channels-2d",
-           "--variants", "hybrid-p1", "hybrid-gmsfem", "--seeds", "0", "--ranks", "1",
+           "--variants", "hybrid-p1", "hybrid-gmsfem", "hybrid-gmsfem-galerkin", "--seeds", "0",
+           "--ranks", "1",
            "--steps", "2", "--tau2", "1e3", "--root", str(tmp_path / "runs"),
            "--json", str(tmp_path / "g.json"),
            *[a for s in ("network.width=8", "network.features=4", "sampling.interior=1000",
@@ -443,12 +444,15 @@ def test_gmsfem_hybrid_benchmark_runs_each_coarse_space_and_tables_them(tmp_path
                          env=mpi_env())
     assert out.returncode == 0, out.stdout + out.stderr
     rows = json.loads((tmp_path / "g.json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["hybrid-p1", "hybrid-gmsfem"]
+    assert [r["variant"] for r in rows] == ["hybrid-p1", "hybrid-gmsfem", "hybrid-gmsfem-galerkin"]
     assert all(r["rel_l2"] > 0 and r["min_rel_l2"] <= r["rel_l2"] for r in rows)
     config = (tmp_path / "runs" / "channels-2d" / "hybrid-gmsfem" / "seed0" / "config.toml")
     text = config.read_text()
     assert 'space = "gmsfem"' in text and "tau2 = 1000.0" in text
     assert "| channels-2d | hybrid-gmsfem |" in out.stdout
+    galerkin = (tmp_path / "runs" / "channels-2d" / "hybrid-gmsfem-galerkin" / "seed0"
+                / "config.toml").read_text()
+    assert 'form = "galerkin"' in galerkin and "tau2 = 1.0" in galerkin
 
 
 def test_rank_history_compares_each_rank_counts_losses_with_the_first(tmp_path):

@@ -34,6 +34,11 @@ CASES = {
                                         "coupling.blocks=[2,2]", "coupling.tau2=1e4"],
     "hybrid-gmsfem": HYBRID_2D + ["coarse.space=gmsfem", "gmsfem.refinement=4",
                                   "gmsfem.basis=2", "coupling.tau2=1"],
+    "hybrid-gmsfem-galerkin": HYBRID_2D + ["coarse.space=gmsfem", "gmsfem.refinement=4",
+                                           "gmsfem.basis=2", "coupling.form=galerkin"],
+    "hybrid-gmsfem-galerkin-energy": HYBRID_2D + [
+        "coarse.space=gmsfem", "gmsfem.refinement=4", "gmsfem.basis=2",
+        "coupling.form=galerkin", "loss.form=energy", "coupling.tau2=100"],
     "pinn-2d-weak": ["problem.case=paper-2d", "loss.tau_weak=10", "loss.weak_cells=3"],
     "pinn-2d-energy": ["problem.case=paper-2d", "loss.form=energy"],
     "pinn-1d-energy-gauss": ["problem.case=high-contrast-1d", "network.hard_bc=true",
@@ -156,7 +161,7 @@ def _flat(s):
 @pytest.mark.mpi
 @pytest.mark.parametrize("case,solver,extra", [
     ("pinn-2d", "cholesky", []), ("hybrid-isotropic", "cholesky", []),
-    ("hybrid-gmsfem", "cholesky", []),
+    ("hybrid-gmsfem", "cholesky", []), ("hybrid-gmsfem-galerkin", "cholesky", []),
     ("hybrid-isotropic", "cg", []), ("pinn-2d-weak", "cholesky", []), ("pinn-2d-weak", "cg", []),
     ("pinn-2d", "cholesky", ["optimizer.gn_momentum=0.9"]),
     ("hybrid-isotropic", "cg", ["optimizer.gn_momentum=0.9"]),

@@ -38,19 +38,28 @@ REDUNDANT_LU = {"ksp_type": "preonly", "pc_type": "redundant", "redundant_pc_typ
 REDUNDANT_MAX_DOFS = 100_000
 
 
+def direct_solver(ranks: int, dofs: int) -> dict[str, str]:
+    """Default solver parameters of a coarse problem with ``dofs`` global dofs on ``ranks``
+    ranks: the deterministic :data:`REDUNDANT_LU` for a small problem on several ranks (the
+    paper's meshes have at most a few thousand dofs), :data:`MUMPS` otherwise."""
+    return dict(REDUNDANT_LU if ranks > 1 and dofs <= REDUNDANT_MAX_DOFS else MUMPS)
+
+
 def coarse_solver(V: fd.FunctionSpace) -> dict[str, str]:
-    """Default solver parameters of the coarse problem on ``V``: the deterministic
-    :data:`REDUNDANT_LU` for a small coarse problem on several ranks (the paper's meshes have
-    at most a few thousand dofs), :data:`MUMPS` otherwise."""
-    small = V.comm.size > 1 and V.dim() <= REDUNDANT_MAX_DOFS
-    return dict(REDUNDANT_LU if small else MUMPS)
+    """:func:`direct_solver` for the coarse problem on ``V``."""
+    return direct_solver(V.comm.size, V.dim())
+
+
+def solver_words(parameters: dict[str, str]) -> str:
+    """A direct solver's parameters in words, for a run's header."""
+    return ("sequential LU on every rank" if parameters["pc_type"] == "redundant"
+            else "MUMPS LU")
 
 
 def describe_solver(V: fd.FunctionSpace) -> str:
     """The coarse problem's size and solver in words, for a run's header: :func:`coarse_solver`'s
     choice and the options under the prefix ``coarse_`` that override it."""
-    default = ("sequential LU on every rank" if coarse_solver(V)["pc_type"] == "redundant"
-               else "MUMPS LU")
+    default = solver_words(coarse_solver(V))
     overrides = sorted(k for k in fd.PETSc.Options().getAll() if k.startswith(OPTIONS_PREFIX))
     return (f"coarse problem {V.dim()} dofs, {default}"
             + (f" overridden by -{' -'.join(overrides)}" if overrides else ""))

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(rel. L2, H1 and energy errors, coarse dofs, offline and online seconds), "
                     "beside the P1 coarse solutions with the upscaled coefficient per coarse "
                     "square (Algorithm 4.1) and with the scalar K~_11 (4.10). Table on rank 0. "
-                    "PETSc options under -gmsfem_ change the coarse solver (default MUMPS LU).")
+                    "PETSc options under -gmsfem_ change the coarse solver (default: one sequential "
+                    "LU per rank up to 10^5 dofs on several ranks, MUMPS LU otherwise).")
     add_case_options(p, "a 2D case (see 'cases') or FILE.py:NAME")
     p.add_argument("--basis", type=_bases, default=DEFAULT_BASES, metavar="L1,L2,...",
                    help="eigenfunctions per neighbourhood, one row each (default "

@@ -44,18 +44,22 @@ def points_matrix(rows: np.ndarray, columns: np.ndarray, values: np.ndarray | fl
                       columns, values, comm)
 
 
-def sparse_dense_product(mat: PETSc.Mat, columns: np.ndarray) -> np.ndarray:
+def sparse_dense_product(mat: PETSc.Mat, columns: np.ndarray, dense: bool = False
+                         ) -> np.ndarray | PETSc.Mat:
     """``mat`` (distributed AIJ, rows x points) times the P columns of this rank's block
     ``columns`` (local points, P): this rank's rows of the product, (owned rows, P), by one
-    MatMatMult. PETSc's dense storage is column-major: the block is transposed by torch's
-    blocked copy (NumPy's ``asfortranarray`` of a large block is far slower)."""
+    MatMatMult; with ``dense`` the product as the distributed dense matrix itself. PETSc's
+    dense storage is column-major: the block is transposed by torch's blocked copy (NumPy's
+    ``asfortranarray`` of a large block is far slower)."""
     fortran = torch.from_numpy(np.ascontiguousarray(columns, dtype=PETSc.ScalarType)
                                ).T.contiguous().numpy().T
-    dense = PETSc.Mat().createDense((mat.getSizes()[1], (PETSc.DECIDE, fortran.shape[1])),
+    block = PETSc.Mat().createDense((mat.getSizes()[1], (PETSc.DECIDE, fortran.shape[1])),
                                     array=fortran, comm=mat.getComm())
-    product = mat.matMult(dense)
+    product = mat.matMult(block)
+    block.destroy()
+    if dense:
+        return product
     out = product.getDenseArray().copy()
-    dense.destroy()
     product.destroy()
     return out
 

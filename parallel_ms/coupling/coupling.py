@@ -7,7 +7,9 @@ one coarse state y_i per network output (one for the paper's K~_11 upscaling, tw
 block-tensor upscaling of Algorithm 4.1). The upscaling and its coercivity safeguard live in
 :mod:`.upscaling`, the coarse problems in :mod:`parallel_ms.coarse`; on the GMsFEM space
 (``space = "gmsfem"``) the state is the multiscale solution of :mod:`.multiscale_state`, which
-takes K_eps itself (no K~, no adjoint part).
+takes K_eps itself (no K~, no adjoint part); there the ``galerkin`` form replaces the term by
+the error's Galerkin projection onto V_ms (:mod:`.galerkin`: rows from the fine residual, no
+state to match, zero at the solution).
 
 Reduced gradient (3.13)/(4.28): with the adjoints B p_i = 2 tau_2 W (Q v_i - y_i) (= -dJ/dy_i),
 
@@ -33,6 +35,7 @@ from parallel_ms.coarse.block_problem import BlockCoarseProblem
 from parallel_ms.coarse.problem import CoarseProblem, describe_solver
 from parallel_ms.config import GmsfemConfig
 from parallel_ms.coupling.compression import Compression
+from parallel_ms.coupling.galerkin import GalerkinProjection
 from parallel_ms.coupling.multiscale_state import MultiscaleState, NoUpscaling
 from parallel_ms.coupling.upscaling import BlockTensorUpscaling, ScalarUpscaling
 from parallel_ms.errors import UserError
@@ -53,7 +56,8 @@ class Coupling:
                  tau2: float, weights: str = "uniform", k12: float | None = None,
                  k22: float | None = None, upscaling: str = "isotropic",
                  blocks: Sequence[int] = (1, 1), space: str = "p1",
-                 gmsfem: GmsfemConfig | None = None, partitioner: str = "simple") -> None:
+                 gmsfem: GmsfemConfig | None = None, partitioner: str = "simple",
+                 form: str = "compression", residual_form: str = "strong") -> None:
         """The coupling of the fine problem on this rank's collocation ``points`` (with the
         points ``k_points`` of the Monte-Carlo upscaling, ``n_global`` of them on all ranks) to
         the coarse problem on ``mesh`` (``cells`` per direction): compression radius ``delta``
@@ -61,7 +65,10 @@ class Coupling:
         lumped), the given K~_12, K~_22 ``k12``/``k22`` (2D), the ``upscaling`` (isotropic
         (4.10) | block-tensor, Algorithm 4.1) and its ``blocks`` per direction; the coarse
         ``space``: p1 (the upscaled K~, paper 000) | gmsfem (:mod:`.multiscale_state` with the
-        ``gmsfem`` settings on nested meshes partitioned by ``partitioner``, 2D)."""
+        ``gmsfem`` settings on nested meshes partitioned by ``partitioner``, 2D); the term's
+        ``form``: compression (3.25) | galerkin (the GMsFEM space only: the error's projection
+        onto V_ms from the fine residual rows of ``residual_form``, :mod:`.galerkin`; its
+        rows are the objective's)."""
         n = cells
         self.comm = mesh.comm
         if (k12 is not None or k22 is not None or upscaling != "isotropic"
@@ -73,7 +80,14 @@ class Coupling:
             raise UserError(f"coupling.blocks = {list(blocks)} with coarse.cells = {n}: blocks "
                             f"must be unions of coarse cells (allowed: divisors of {n})",
                             collective=True)
+        if form == "galerkin" and space != "gmsfem":
+            raise UserError(f"coupling.form = 'galerkin' with coarse.space = '{space}' "
+                            f"(allowed: 'compression' on the P1 space; the Galerkin form tests "
+                            f"with V_ms's basis)", collective=True)
         self.n, self.delta, self.kind, self.blocks = n, delta, upscaling, tuple(blocks)
+        self.form, self.residual_form = form, residual_form
+        #: the Galerkin form's rows (coupling.form = "galerkin"), rebuilt per point set
+        self.galerkin: GalerkinProjection | None = None
         self.coarse: CoarseProblem | BlockCoarseProblem | MultiscaleState = (
             MultiscaleState(problem, mesh, n, gmsfem or GmsfemConfig(), partitioner)
             if space == "gmsfem"
@@ -104,6 +118,9 @@ class Coupling:
         if isinstance(self.coarse, MultiscaleState):
             self.upscaling = NoUpscaling()
             self.coarse.compress(self.compression, points)
+            if self.form == "galerkin":
+                k = k_points.double().cpu().numpy() if self.residual_form == "energy" else None
+                self.galerkin = GalerkinProjection(self.coarse, points, n_global, k)
         elif self.kind == "block-tensor":
             self.upscaling = BlockTensorUpscaling(points, k_points, self.blocks, self.comm)
         else:
@@ -132,13 +149,16 @@ class Coupling:
     def describe(self) -> str:
         """The coarse problem's size and solver in words, for a run's header."""
         if isinstance(self.coarse, MultiscaleState):
-            return self.coarse.describe()
+            return self.coarse.describe() + (
+                "; coupling: the error's Galerkin projection onto V_ms from the "
+                f"{self.residual_form}-form residual" if self.galerkin is not None else "")
         return describe_solver(self.coarse.V)
 
     def log_values(self) -> dict[str, Any]:
         st = self.state
+        r = st.coupling if self.galerkin is None else self.galerkin.norm2
         return {**self.upscaling.log_values(st.k, st.k_raw, st.bound_active),
-                "R": st.coupling, "tau2": self.tau2}
+                "R": r, "tau2": self.tau2}
 
     def _errors(self, v: torch.Tensor, v_nodes: torch.Tensor) -> list[np.ndarray]:
         """e_i = Q v_i - y_i at the owned coarse dofs, one per output; records the global R."""

@@ -29,6 +29,8 @@ from parallel_ms.config import GmsfemConfig
 from parallel_ms.coupling.compression import Compression
 from parallel_ms.multiscale.nested import nested_meshes
 from parallel_ms.multiscale.solver import GmsfemSolver
+from parallel_ms.coarse.problem import solver_words
+from parallel_ms.multiscale.space import CoarseSolver, default_solver
 from parallel_ms.problems import Problem
 
 
@@ -71,12 +73,21 @@ class MultiscaleState:
         self.settings = settings
         meshes = nested_meshes(cells, settings.refinement, mesh.comm, partitioner)
         solver = GmsfemSolver(problem, meshes, settings)
-        space, coarse = solver.space()
+        #: V_ms (its basis R) and R^T A R
+        self.space, self.matrix = solver.space()
         #: the GMsFEM solution of (4.8) on the fine P1 space of the nested meshes
-        self.u_ms = solver.solve(space, coarse)
-        self.dofs = space.dofs
+        self.u_ms = solver.solve(self.space, self.matrix)
+        self.dofs = self.space.dofs
+        self._solver: CoarseSolver | None = None
         self.y = np.zeros(0)
         self._at_nodes: np.ndarray | None = None   # the coarse nodes do not move
+
+    @property
+    def solver(self) -> CoarseSolver:
+        """(R^T A R)^{-1}, factored on first use (the Galerkin coupling's solves)."""
+        if self._solver is None:
+            self._solver = CoarseSolver(self.matrix)
+        return self._solver
 
     def values_at(self, x: np.ndarray) -> np.ndarray:
         """u_ms at this rank's points ``x`` (m, 2), in their order (collective)."""
@@ -104,4 +115,4 @@ class MultiscaleState:
         basis = f"{s.basis}" + (f" at most (eigenvalues < {s.threshold:g})" if s.threshold else "")
         return (f"coarse problem GMsFEM, {self.dofs} dofs ({basis} eigenfunctions per "
                 f"neighbourhood, {s.refinement} fine cells per coarse cell and direction), "
-                f"MUMPS LU; no upscaled K~")
+                f"{solver_words(default_solver(self.matrix))}; no upscaled K~")

@@ -11,8 +11,10 @@ closure(omega_i), PETSc moves the rows other ranks own; the multiscale dofs of t
 neighbourhoods of one rank are numbered consecutively, rank after rank. R's rows at the fine
 dofs on the domain's boundary are zeroed (chi_i vanishes there up to rounding for interior
 vertices), so V_ms lies in H^1_0 and R^T A R only sees the interior rows of A. The coarse matrix
-is MatPtAP; the coarse problem is solved by MUMPS LU (PETSc options under the prefix
-``gmsfem_``, e.g. ``-gmsfem_ksp_type cg -gmsfem_pc_type gamg``).
+is MatPtAP; the coarse problem is solved as the P1 coarse problem is, by one sequential LU per
+rank up to 10^5 dofs on several ranks (bitwise the same in every run, which MUMPS's parallel
+factorisation is not), MUMPS LU otherwise (PETSc options under the prefix ``gmsfem_``, e.g.
+``-gmsfem_ksp_type cg -gmsfem_pc_type gamg``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from parallel_ms.coarse.problem import MUMPS
+from parallel_ms.coarse.problem import direct_solver
 from parallel_ms.multiscale.nested import NestedMeshes
 from parallel_ms.multiscale.neighbourhoods import Neighbourhoods
 
@@ -79,19 +81,63 @@ class MultiscaleSpace:
         return u
 
 
+def default_solver(matrix: PETSc.Mat) -> dict[str, str]:
+    """The coarse problem's direct solver for R^T A R (``matrix``): as for the P1 coarse
+    problem (:func:`~parallel_ms.coarse.problem.direct_solver`), one sequential LU per rank up
+    to 10^5 dofs on several ranks (the same bits in every run), MUMPS LU otherwise."""
+    return direct_solver(matrix.getComm().getSize(), matrix.getSize()[0])
+
+
+class CoarseSolver:
+    """(R^T A R)^{-1}: ``matrix`` factored once by :func:`default_solver`'s choice, or what the
+    options under ``gmsfem_`` say; applied to vectors and to blocks of columns
+    (KSPMatSolve)."""
+
+    def __init__(self, matrix: PETSc.Mat) -> None:
+        self.ksp = PETSc.KSP().create(comm=matrix.getComm())
+        self.ksp.setOperators(matrix)
+        self.ksp.setOptionsPrefix(OPTIONS_PREFIX)
+        options = PETSc.Options()
+        # the defaults enter the options database only for this setup, under what a user set
+        defaults = {OPTIONS_PREFIX + key: value
+                    for key, value in default_solver(matrix).items()
+                    if not options.hasName(OPTIONS_PREFIX + key)}
+        for key, value in defaults.items():
+            options[key] = value
+        self.ksp.setFromOptions()
+        self.ksp.setUp()
+        for key in defaults:
+            options.delValue(key)
+
+    def _check(self) -> None:
+        reason = self.ksp.getConvergedReason()
+        if reason < 0:
+            raise RuntimeError(f"GMsFEM coarse solve did not converge (KSP reason {reason})")
+
+    def solve(self, rhs: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec:
+        """matrix^{-1} rhs (into ``out`` when given)."""
+        out = out or rhs.duplicate()
+        self.ksp.solve(rhs, out)
+        self._check()
+        return out
+
+    def solve_columns(self, rhs: PETSc.Mat) -> np.ndarray:
+        """matrix^{-1} applied to the columns of the dense ``rhs`` (owned rows, P): this
+        rank's rows of the solution, (owned rows, P)."""
+        out = rhs.duplicate()
+        self.ksp.matSolve(rhs, out)
+        self._check()
+        array = out.getDenseArray().copy()
+        out.destroy()
+        return array
+
+    def destroy(self) -> None:
+        self.ksp.destroy()
+
+
 def solve_coarse(matrix: PETSc.Mat, rhs: PETSc.Vec) -> PETSc.Vec:
-    """matrix^{-1} rhs by MUMPS LU, or what the options under ``gmsfem_`` say."""
-    ksp = PETSc.KSP().create(comm=matrix.getComm())
-    ksp.setOperators(matrix)
-    ksp.setType(MUMPS["ksp_type"])
-    ksp.getPC().setType(MUMPS["pc_type"])
-    ksp.getPC().setFactorSolverType(MUMPS["pc_factor_mat_solver_type"])
-    ksp.setOptionsPrefix(OPTIONS_PREFIX)
-    ksp.setFromOptions()
-    out = matrix.createVecRight()
-    ksp.solve(rhs, out)
-    reason = ksp.getConvergedReason()
-    ksp.destroy()
-    if reason < 0:
-        raise RuntimeError(f"GMsFEM coarse solve did not converge (KSP reason {reason})")
+    """matrix^{-1} rhs by :class:`CoarseSolver`."""
+    solver = CoarseSolver(matrix)
+    out = solver.solve(rhs, matrix.createVecRight())
+    solver.destroy()
     return out

@@ -7,6 +7,8 @@ residual rows, whose squared norms are the loss terms.
     boundary  sqrt(tau_1 |dOmega| / M_b) v(x_b)                             (soft BCs only)
     weak      Phi r        (r tested against coarse hat functions, loss.tau_weak > 0: .weak_residual)
     coupling  sqrt(tau_2 w_n) (Q v_i - y_i(K~(theta)))_n                  (owned coarse dofs)
+              (``coupling.form = "galerkin"``: sqrt(tau_2 D_jj) c_j, c = (R^T A R)^-1 Phi r the
+              error's projection onto V_ms, owned multiscale dofs: .galerkin)
 
 so J_PINN(v) = |Omega|/M sum_i r(x_i)^2 + tau_1 |dOmega|/M_b sum_b v(x_b)^2 (+ the weak term,
 + tau_2 R (3.25) for the hybrid method) is the sum over ranks and terms of ||rows||^2. The
@@ -210,7 +212,9 @@ class PINNObjective:
             k_raw = self.coupling.k_global(g.detach())
             if self.refresh.due(k_raw, consistent):
                 self.coupling.refresh(k_raw)
-            out["coupling"] = _CouplingRows.apply(v, g, v_nodes, self.coupling)
+            c = self.coupling
+            out["coupling"] = (_CouplingRows.apply(v, g, v_nodes, c) if c.galerkin is None
+                               else math.sqrt(c.tau2) * _WeakRows.apply(r, c.galerkin))
         return out
 
     def row_tangents(self, dv: torch.Tensor, dg: torch.Tensor, dlap: torch.Tensor,
@@ -225,7 +229,9 @@ class PINNObjective:
         if self.weak is not None:
             out["weak"] = _tensor(self.weak.rows(dr), dr)
         if self.coupling is not None:
-            out["coupling"] = _tensor(self.coupling.rows_tangent(dv, dg, dv_nodes), dv)
+            c = self.coupling
+            out["coupling"] = _tensor(c.rows_tangent(dv, dg, dv_nodes) if c.galerkin is None
+                                      else math.sqrt(c.tau2) * c.galerkin.tangent(dr), dv)
         return out
 
     def terms(self, forward: nn.Module, consistent: bool = True) -> dict[str, torch.Tensor]:

@@ -58,16 +58,18 @@ class Linearization:
         than one forward-mode pass per parameter); the coupling's block by
         :meth:`Coupling.rows_tangent_columns` with dK~ from one reverse pass (a scalar K~), or
         by :meth:`Coupling.rows_tangent` per column (the block tensor, which needs d grad v
-        at every point; collective)."""
+        at every point; collective); the Galerkin form's from the residual's block (one
+        KSPMatSolve)."""
         res, o = self.owner, self.owner.objective
         coupling = o.coupling
         block = coupling is not None and coupling.kind == "block-tensor"
+        galerkin = coupling is not None and coupling.galerkin is not None
         if block:
             dv, dg, dlap = res.point_jacobian(o.x_int, chunk, "jet")
             ones = [1] * (dlap.dim() - 1)                     # (outputs, parameters)
             dr = dlap.mul_(-o.k.reshape(-1, *ones)).sub_(      # in place: dlap is not needed
                 (o.grad_k.reshape(*o.grad_k.shape, *ones) * dg).sum(1))
-        elif coupling is not None:
+        elif coupling is not None and not galerkin:
             dv, dr = res.point_jacobian(o.x_int, chunk, "value-residual")
         else:
             (dr,) = res.point_jacobian(o.x_int, chunk, "residual")
@@ -77,7 +79,10 @@ class Linearization:
                                 * res.point_jacobian(o.x_bnd, chunk)[0])
         if o.weak is not None:
             rows["weak"] = self._scaled("weak", o.weak.rows_columns(dr), dr)
-        if coupling is not None:
+        if galerkin:
+            rows["coupling"] = self._scaled("coupling", math.sqrt(coupling.tau2)
+                                            * coupling.galerkin.rows_columns(dr), dr)
+        elif coupling is not None:
             (dv_nodes,) = res.point_jacobian(o.x_nodes, chunk)
             if block:
                 columns = np.stack([coupling.rows_tangent(*t) for t in zip(

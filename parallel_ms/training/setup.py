@@ -60,6 +60,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
             problem, mesh, cells=cells, points=shard.interior, k_points=objective.k,
             n_global=shard.n_interior, delta=c.delta or problem.eps, tau2=c.tau2,
             weights=c.weights, k12=c.k12, k22=c.k22, upscaling=c.upscaling, blocks=c.blocks,
-            space=cfg.coarse.space, gmsfem=cfg.gmsfem, partitioner=cfg.coarse.partitioner),
+            space=cfg.coarse.space, gmsfem=cfg.gmsfem, partitioner=cfg.coarse.partitioner,
+            form=c.form, residual_form=cfg.loss.form),
             Tau2Continuation.from_config(c, cfg.train.steps))
     return Setup(problem, mesh, net, forward, objective, validation)
