@@ -202,7 +202,8 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
 def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
     """Residual rows per rank, as the curvature solvers' memory and cost are sized: interior
     points per output, boundary points (soft boundary condition), weak-residual test
-    functions and coarse dofs (hybrid) per output, each shared by the ranks."""
+    functions and coarse dofs (hybrid) per output, or with the Galerkin coupling the multiscale
+    dofs (at most ``gmsfem.basis`` per interior coarse vertex), each shared by the ranks."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
     rows = cfg.sampling.interior * cfg.outputs
     if not cfg.network.hard_bc:
@@ -210,7 +211,9 @@ def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
     if cfg.loss.tau_weak > 0:
         rows += (cfg.loss.weak_cells + 1) ** dim * cfg.outputs
     if cfg.train.method == "hybrid":
-        rows += ((cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]) + 1) ** dim * cfg.outputs
+        cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
+        rows += ((cells - 1) ** dim * cfg.gmsfem.basis if cfg.coupling.form == "galerkin"
+                 else (cells + 1) ** dim * cfg.outputs)
     return rows / ranks
 
 
