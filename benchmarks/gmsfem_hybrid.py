@@ -2,8 +2,8 @@
 alone, on high-contrast cases: error against training time over seeds, the same steps each.
 
     .venv/bin/python benchmarks/gmsfem_hybrid.py [--cases channels-2d high-contrast-2d]
-        [--variants pinn hybrid-p1 hybrid-gmsfem hybrid-gmsfem-galerkin] [--seeds 0 1 2] [--steps 30] [--ranks 2]
-        [--tau2 1e9] [--set KEY=VALUE ...] [--root DIR] [--json F]
+        [--variants pinn hybrid-p1 hybrid-gmsfem hybrid-gmsfem-galerkin] [--seeds 0 1 2]
+        [--steps 30] [--ranks 2] [--tau2 1e9] [--set KEY=VALUE ...] [--root DIR] [--json F]
 
 Each run is ``mpiexec -n R python -m parallel_ms run --case NAME --method M --seed S`` with the
 case defaults (``parallel_ms/case_defaults.py``) and ``train.steps``, evaluated every 5 steps;
@@ -13,10 +13,10 @@ outweigh a strong-form residual of size ~1e11 at contrast 1e4) and no tau_2 cont
 coarse state is consistent: nothing to decay); ``hybrid-p1-strong`` (not run by default) is
 the P1-upscaled hybrid with the same tau_2, to tell the coarse space's effect from the
 weight's; ``hybrid-gmsfem-galerkin`` couples by the error's Galerkin projection onto V_ms
-(``coupling.form=galerkin``, zero at the solution; tau_2 = 1, not decayed). Runs that completed before with the same command are not rerun
-(:func:`seeds.run_seed`). Per case and variant: each seed's best-iterate rel. L2 (the reported
-answer), the training time to rel. L2 <= 1 and <= 0.5 (first evaluation at or below), and the
-wall time.
+(``coupling.form=galerkin``, zero at the solution; tau_2 = 1, not decayed). Runs that
+completed before with the same command are not rerun (:func:`seeds.run_seed`). Per case and
+variant: each seed's best-iterate rel. L2 (the reported answer), the training time to rel. L2
+<= 1 and <= 0.5 (first evaluation at or below), and the wall time.
 """
 from __future__ import annotations
 

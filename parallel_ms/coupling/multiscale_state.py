@@ -73,21 +73,14 @@ class MultiscaleState:
         self.settings = settings
         meshes = nested_meshes(cells, settings.refinement, mesh.comm, partitioner)
         solver = GmsfemSolver(problem, meshes, settings)
-        #: V_ms (its basis R) and R^T A R
+        #: V_ms (its basis R), R^T A R and its factorisation (kept for the Galerkin coupling)
         self.space, self.matrix = solver.space()
+        self.solver = CoarseSolver(self.matrix)
         #: the GMsFEM solution of (4.8) on the fine P1 space of the nested meshes
-        self.u_ms = solver.solve(self.space, self.matrix)
+        self.u_ms = solver.solve(self.space, self.solver)
         self.dofs = self.space.dofs
-        self._solver: CoarseSolver | None = None
         self.y = np.zeros(0)
         self._at_nodes: np.ndarray | None = None   # the coarse nodes do not move
-
-    @property
-    def solver(self) -> CoarseSolver:
-        """(R^T A R)^{-1}, factored on first use (the Galerkin coupling's solves)."""
-        if self._solver is None:
-            self._solver = CoarseSolver(self.matrix)
-        return self._solver
 
     def values_at(self, x: np.ndarray) -> np.ndarray:
         """u_ms at this rank's points ``x`` (m, 2), in their order (collective)."""

@@ -16,7 +16,7 @@ from petsc4py import PETSc
 from parallel_ms.config import GmsfemConfig
 from parallel_ms.multiscale.nested import NestedMeshes
 from parallel_ms.multiscale.neighbourhoods import Neighbourhoods
-from parallel_ms.multiscale.space import MultiscaleSpace, solve_coarse
+from parallel_ms.multiscale.space import CoarseSolver, MultiscaleSpace, solve_coarse
 from parallel_ms.multiscale.spectral import LocalProblems
 from parallel_ms.problems import Problem
 from parallel_ms.reference.solver import lifted_forms
@@ -63,6 +63,7 @@ class GmsfemSolver:
         space = MultiscaleSpace(self.meshes, self.hoods, pairs)
         return space, space.galerkin(self.A)
 
-    def solve(self, space: MultiscaleSpace, coarse: PETSc.Mat) -> fd.Function:
-        """u_ms = R (R^T A R)^{-1} R^T b on the fine P1 space."""
+    def solve(self, space: MultiscaleSpace, coarse: PETSc.Mat | CoarseSolver) -> fd.Function:
+        """u_ms = R (R^T A R)^{-1} R^T b on the fine P1 space (``coarse``: R^T A R, or its
+        factorisation, :func:`~.space.solve_coarse`)."""
         return space.prolong(solve_coarse(coarse, space.restrict(self.b)))

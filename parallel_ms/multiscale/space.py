@@ -135,9 +135,12 @@ class CoarseSolver:
         self.ksp.destroy()
 
 
-def solve_coarse(matrix: PETSc.Mat, rhs: PETSc.Vec) -> PETSc.Vec:
-    """matrix^{-1} rhs by :class:`CoarseSolver`."""
-    solver = CoarseSolver(matrix)
-    out = solver.solve(rhs, matrix.createVecRight())
+def solve_coarse(coarse: PETSc.Mat | CoarseSolver, rhs: PETSc.Vec) -> PETSc.Vec:
+    """(R^T A R)^{-1} rhs: by a :class:`CoarseSolver` of the matrix ``coarse`` set up for this
+    solve, or by ``coarse`` itself when it is one (factored before, kept)."""
+    if isinstance(coarse, CoarseSolver):
+        return coarse.solve(rhs)
+    solver = CoarseSolver(coarse)
+    out = solver.solve(rhs, coarse.createVecRight())
     solver.destroy()
     return out
