@@ -200,14 +200,16 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
 
 
 def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
-    """Residual rows per rank, as the curvature solvers' memory and cost are sized: interior
-    points per output, boundary points (soft boundary condition), weak-residual test
-    functions and coarse dofs (hybrid) per output, or with the Galerkin coupling the multiscale
-    dofs (at most ``gmsfem.basis`` per interior coarse vertex), each shared by the ranks."""
+    """Residual rows per rank, as the curvature solvers' memory and cost are sized, per output:
+    interior points (times ``dim`` in the energy form, whose rows at a point are the d
+    components of (K grad v - sigma_f) / sqrt(K)), boundary points (soft boundary condition),
+    weak-residual test functions and coarse dofs (hybrid), or with the Galerkin
+    coupling the multiscale dofs (at most ``gmsfem.basis`` per interior coarse vertex), each
+    shared by the ranks."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
-    rows = cfg.sampling.interior * cfg.outputs
+    rows = cfg.sampling.interior * cfg.outputs * (dim if cfg.loss.form == "energy" else 1)
     if not cfg.network.hard_bc:
-        rows += cfg.sampling.boundary if dim == 2 else 2
+        rows += (cfg.sampling.boundary if dim == 2 else 2) * cfg.outputs
     if cfg.loss.tau_weak > 0:
         rows += (cfg.loss.weak_cells + 1) ** dim * cfg.outputs
     if cfg.train.method == "hybrid":

@@ -1,6 +1,7 @@
 """Gauss-Newton training: the objective as residual rows, products with their Jacobian
-(PINN, hybrid isotropic / given K~_12, K~_22 / block tensor / GMsFEM space), the explicit Jacobian, and the
-parallel step (replicas bitwise equal, n ranks = 1 rank). Run on 1, 2 and 3 ranks."""
+(PINN, hybrid isotropic / given K~_12, K~_22 / block tensor / GMsFEM space), the explicit
+Jacobian, the resource model's count of its rows, and the parallel step (replicas bitwise
+equal, n ranks = 1 rank). Run on 1, 2 and 3 ranks."""
 import dataclasses
 
 import numpy as np
@@ -100,6 +101,22 @@ def test_jacobian_products_are_adjoint_and_match_finite_differences(case):
             for k in lin.rows]) ** 0.5)
     rates = np.log10(remainders[0] / remainders[1]), np.log10(remainders[1] / remainders[2])
     assert np.all(np.concatenate(rates) > 1.9), dict(zip(lin.rows, zip(*rates)))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_resource_model_counts_the_residual_rows(case):
+    """``resources.curvature_rows`` (what ``gn_solver = auto`` and the memory guard size the
+    curvature solvers by) against the rows of the Jacobian the run builds: the sampling's
+    counts are rounded per coarse cell and the hybrid's near-boundary nodes are counted with
+    the coarse nodes, so the model may be a little above, never below by more than rounding."""
+    from parallel_ms import resources
+    s = _setup(CASES[case])
+    rows = Residuals(s.objective, s.forward).linearize().rows
+    built = parallel.allreduce_sum(sum(r.numel() for r in rows.values()))
+    model = resources.curvature_rows(config.load(None, SMALL + CASES[case]), s.problem.dim, 1)
+    assert 0.97 * model <= built <= 1.01 * model, (built, model,
+                                                   {k: r.numel() for k, r in rows.items()})
 
 
 @pytest.mark.mpi
