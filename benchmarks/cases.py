@@ -1,11 +1,12 @@
-"""Every built-in case with the training a user gets by naming it: time to accuracy per case
-and method over seeds, with the error estimate beside the true error.
+"""Every built-in case (or your own) with the training a user gets by naming it: time to
+accuracy per case and method over seeds, with the error estimate beside the true error.
 
     .venv/bin/python benchmarks/cases.py [--cases NAME ...] [--methods pinn hybrid]
         [--seeds 0 1 2] [--ranks 2] [--set KEY=VALUE ...] [--root DIR] [--json F]
 
 Each run is ``mpiexec -n R python -m parallel_ms run --case NAME --method M --seed S`` with no
-``--config``: the case defaults (``parallel_ms/case_defaults.py``). A run whose directory under
+``--config``: the case defaults (``parallel_ms/case_defaults.py``; for a case of your own,
+``FILE.py:NAME``, those of its dimension). A run whose directory under
 --root already holds a completed summary.json of the same command is not rerun
 (:func:`seeds.run_seed`). The targets are the project's (issue 33): rel. L2 <= 5e-2 in 2D
 within 10 minutes, <= 1e-3 in 1D. Per case and method the table gives each seed's best-iterate
@@ -33,7 +34,8 @@ BUDGET_2D = 600.0
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=list(CASES),
+                   help="built-in names or your own FILE.py:NAME (examples/user_case.py)")
     p.add_argument("--methods", nargs="+", default=["pinn", "hybrid"],
                    choices=["pinn", "hybrid"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -46,7 +48,7 @@ def main() -> None:
     for case in args.cases:
         dim = get_case(case).dim
         for method in args.methods:
-            root = args.root.resolve() / case / method
+            root = args.root.resolve() / Path(case).name.replace(":", "-") / method
             for seed in args.seeds:
                 s = run_seed(None, seed, args.ranks, args.set, root,
                              ("--case", case, "--method", method))
@@ -87,8 +89,8 @@ def _span(values: list[float], fmt: str = "{:.3g}") -> str:
     """min-max of ``values`` (— when empty)."""
     if not values:
         return "—"
-    lo, hi = float(np.min(values)), float(np.max(values))
-    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
+    lo, hi = (fmt.format(float(f(values))) for f in (np.min, np.max))
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 if __name__ == "__main__":

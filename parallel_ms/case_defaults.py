@@ -11,10 +11,11 @@ defaults (which are the paper's first-order Adam settings):
 * :data:`PAPER`: the paper's first-order Adam settings per case (``--paper``;
   ``jobs/*-adam.toml``); a case not listed uses Config's defaults.
 
-A user case (``FILE.py:NAME``) has no entry: Config's defaults."""
+A user case (``FILE.py:NAME``) has no entry in either: the measured training of its dimension
+(:data:`GENERIC`), or with ``--paper`` Config's defaults."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 #: ``section.key`` -> value, as in a TOML file
 Settings = dict[str, Any]
@@ -142,10 +143,30 @@ PAPER: dict[str, Settings] = {
 }
 
 
-def case_defaults(case: str, method: str, paper: bool = False) -> tuple[str, Settings]:
+#: dimension -> method -> the training of a case with none measured (a user case,
+#: ``FILE.py:NAME``): the Gauss–Newton training measured on most cases and seeds, not Config's
+#: first-order defaults. 2D: the embedded default run's (momentum, the dual-norm weak residual,
+#: 60 steps, the average of the iterates: seeds 0-9 of paper-2d, and the PINN of the locally
+#: periodic case); 1D: the Ms-FF network of eps = 1/15. The hybrid's coupling as for the
+#: non-periodic cases, tau_2 = 1e-3 decaying over the second half: a user's K_eps need not be
+#: periodic, and then the constant K~ only guides (on the laminated example, with its drift,
+#: seeds 0-2: 3.4e-2, 6.4e-3, 1.2e-2, where the default run's tau_2 = 1 gave 0.30, 9.4e-3,
+#: 4.4e-3). Measured on examples/user_case.py: docs/results.md §4.5.
+GENERIC: dict[int, dict[str, Settings]] = {
+    1: {"pinn": _GN_1D_MSFF, "hybrid": _HYBRID_1D_NONPERIODIC},
+    2: {"pinn": _DEFAULT_RUN_2D,
+        "hybrid": {**MEASURED["paper-2d"]["hybrid"], "coupling.tau2": 1e-3}}}
+
+
+def case_defaults(case: str, method: str, paper: bool = False,
+                  dim: Callable[[], int] | None = None) -> tuple[str, Settings]:
     """Where the settings come from (as ``config --explain`` names it) and the settings for
     ``case`` and ``method``: the paper's Adam settings with ``paper``, else the measured
-    training."""
+    training, for a case without one (a user case) :data:`GENERIC`'s for its dimension
+    (``dim``: builds the case; without it Config's defaults)."""
     if paper:
         return "paper (--paper)", PAPER.get(case, {})
-    return f"case default ({case}, {method})", MEASURED.get(case, {}).get(method, {})
+    if case in MEASURED or dim is None:
+        return f"case default ({case}, {method})", MEASURED.get(case, {}).get(method, {})
+    d = dim()
+    return f"{d}D default ({method}; none measured for this case)", GENERIC[d].get(method, {})

@@ -23,6 +23,7 @@ from parallel_ms.errors import UserError
 
 if TYPE_CHECKING:
     from parallel_ms.config import Config
+    from parallel_ms.problems import Problem
 
 
 def _error(key: str, value: object, allowed: str) -> UserError:
@@ -190,7 +191,8 @@ def layers(path: Path | None = None, overrides: typing.Iterable[str] = (),
         return given
     probe = _apply(Config(), given)
     origin, values = case_defaults(probe.problem.case, probe.train.method,
-                                   paper=case_layer == "paper")
+                                   paper=case_layer == "paper",
+                                   dim=lambda: build_problem(probe).dim)
     return [Layer(origin, values), *given]
 
 
@@ -222,6 +224,18 @@ def load(path: Path | None = None, overrides: typing.Iterable[str] = (),
     """Defaults, then the defaults per case and method (``case_layer``, see :func:`layers`),
     then a TOML file, then ``key=value`` overrides; validated."""
     return build(layers(path, overrides, case_layer))
+
+
+def build_problem(cfg: Config) -> Problem:
+    """The case of ``cfg.problem``; a case that fails or a bad parameter of it is one
+    collective line naming the setting."""
+    from parallel_ms.problems.cases import ParameterError
+    try:
+        return cfg.problem.build()
+    except ParameterError as err:
+        raise UserError(f"problem.{err.parameter}: {err}", collective=True) from None
+    except UserError as err:
+        raise UserError(f"problem.case: {err}", collective=True) from None   # names the case
 
 
 def validate(cfg: Config) -> None:
@@ -293,13 +307,7 @@ def validate(cfg: Config) -> None:
                         ("estimate.degree", cfg.estimate.degree)):
         if degree not in (1, 2):
             raise _error(key, degree, "1, 2")
-    from parallel_ms.problems.cases import ParameterError
-    try:
-        problem = cfg.problem.build()
-    except ParameterError as err:
-        raise UserError(f"problem.{err.parameter}: {err}", collective=True) from None
-    except UserError as err:
-        raise UserError(f"problem.case: {err}", collective=True) from None   # names the case
+    problem = build_problem(cfg)
     if problem.dim != 2 and cfg.coarse.space != "p1":
         raise _error("coarse.space", cfg.coarse.space,
                      f"'p1' for the {problem.dim}D case '{problem.name}' (GMsFEM is 2D)")

@@ -242,6 +242,22 @@ def test_every_case_default_resolves_to_a_valid_configuration(method):
         assert cfg.optimizer.kind == "gauss-newton"
 
 
+@pytest.mark.parametrize("case,dim", [("layered", 2), ("fading", 1)])
+def test_a_user_case_gets_the_measured_training_of_its_dimension(case, dim):
+    """A case with no measured training (``FILE.py:NAME``) is trained by Gauss-Newton as
+    measured for its dimension (case_defaults.GENERIC), not by Config's Adam defaults, and
+    ``config --explain`` says so; ``--paper`` still gives the paper's Adam settings."""
+    from parallel_ms.case_defaults import GENERIC
+    from conftest import ROOT
+    name = f"{ROOT / 'examples' / 'user_case.py'}:{case}"
+    for method in ("pinn", "hybrid"):
+        cfg, layers = _resolved("--case", name, "--method", method)
+        assert layers[0].values == GENERIC[dim][method] and layers[0].origin.startswith(
+            f"{dim}D default ({method};")
+        assert cfg.optimizer.kind == "gauss-newton" and cfg.train.method == method
+    assert _resolved("--case", name, "--paper")[0].optimizer.kind == "adam"
+
+
 def test_the_embedded_default_run_is_unchanged():
     """parallel_ms/configs/default.toml resolves as measured (docs/usage.md), with or without
     the case layer, and ``run --case paper-2d --method hybrid`` is the same run."""

@@ -31,7 +31,8 @@ def _ufl_at_points(problem: Problem, pts: np.ndarray):
     return xs, k.dat.data_ro.copy(), q.dat.data_ro.copy()
 
 
-@pytest.mark.parametrize("name", list(CASES) + [ROOT_EXAMPLE])
+@pytest.mark.parametrize("name", list(CASES) + [ROOT_EXAMPLE,
+                                                 ROOT_EXAMPLE.replace(":layered", ":fading")])
 def test_torch_and_ufl_definitions_agree(name):
     problem = get_case(name)
     xs, k_ufl, q_ufl = _ufl_at_points(problem, _points(problem.dim))
