@@ -184,16 +184,16 @@ def test_patch_problem_is_the_gmsfem_local_problem(case, degrees):
     meshes = nested_meshes(CELLS, REFINEMENT)
     hoods = Neighbourhoods(meshes)
     pairs = LocalProblems(problem, meshes, hoods).eigenpairs(4)
-    patches = NeighbourhoodPatches(local_patch, problem, meshes, hoods)
+    patches = NeighbourhoodPatches(local_patch, meshes, hoods)
     mask = torch.from_numpy(local_patch.mask)
-    for n, coefficient in enumerate(patches.coefficients):
+    for n, coefficient in enumerate(patches.coefficients(problem)):
         lam, phi = local_patch.spectral_basis(coefficient, 4)
         np.testing.assert_allclose(lam, pairs[n][0], rtol=1e-9, atol=1e-10 * lam[-1])
         theirs = torch.from_numpy(patches.to_grid(n, pairs[n][1]))[None]
         assert subspace_loss(theirs, torch.from_numpy(phi)[None], mask).item() < 1e-12
         np.testing.assert_array_equal(
             patches.to_grid(n, patches.from_grid(n, phi[:, local_patch.mask].T)), phi)
-    assert WORLD.allreduce(len(patches.coefficients)) == (CELLS - 1) ** 2
+    assert WORLD.allreduce(len(patches.grid)) == (CELLS - 1) ** 2
 
 
 class _Oracle(torch.nn.Module):
@@ -225,14 +225,13 @@ def test_operator_bases_recombining_gmsfem_bases_give_the_gmsfem_solution():
     space, coarse = gmsfem.space()
     reference = gmsfem.solve(space, coarse)
     pairs = gmsfem.local.eigenpairs(3)
-    patches = NeighbourhoodPatches(PatchProblem(CELLS, REFINEMENT), problem, meshes,
-                                   gmsfem.hoods)
+    patches = NeighbourhoodPatches(PatchProblem(CELLS, REFINEMENT), meshes, gmsfem.hoods)
     gen = torch.Generator().manual_seed(WORLD.rank)
     images = torch.stack([torch.einsum("ij,jxy->ixy", torch.randn(3, 3, generator=gen,
                                                                   dtype=torch.float64),
                                        torch.from_numpy(patches.to_grid(n, phi)))
                           for n, (_, phi) in enumerate(pairs)])
-    predicted = patches.operator_pairs(_Oracle(images))
+    predicted = patches.operator_pairs(_Oracle(images), problem)
     assert all(np.isnan(lam).all() and np.allclose(phi.T @ phi, np.eye(3))
                for lam, phi in predicted)
     space_op = MultiscaleSpace(meshes, gmsfem.hoods, predicted)

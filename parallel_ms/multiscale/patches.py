@@ -224,36 +224,32 @@ class NeighbourhoodPatches:
     """The patches of this rank's neighbourhoods of a distributed GMsFEM space
     (:class:`~parallel_ms.multiscale.neighbourhoods.Neighbourhoods` on
     :func:`~parallel_ms.multiscale.nested.nested_meshes` with the patch's cells and
-    refinement): for the n-th, the coefficient of ``problem`` around its coarse vertex and the
-    grid node of each of its fine dofs (``hoods.dofs[n]``, global numbers; their coordinates
-    are fetched from the ranks that own them by one PETSc scatter)."""
+    refinement): the grid node of each fine dof of the n-th (``hoods.dofs[n]``, global
+    numbers; their coordinates are fetched from the ranks that own them by one PETSc scatter
+    of the fine mesh's coordinates). This depends on the meshes alone: built once, it gives the
+    operator's bases of any coefficient on them (:meth:`operator_pairs`), as the local
+    problems of :mod:`.spectral` are solved anew for each."""
 
-    def __init__(self, patch: PatchProblem, problem: Problem, meshes: object,
-                 hoods: object) -> None:
-        import firedrake as fd
+    def __init__(self, patch: PatchProblem, meshes: object, hoods: object) -> None:
         from petsc4py import PETSc
 
         self.patch = patch
-        self.coefficients = [PatchCoefficient(problem, (float(x), float(y)))
-                             for x, y in hoods.points]
+        #: the centre (coarse vertex) of each neighbourhood
+        self.centres = [(float(x), float(y)) for x, y in hoods.points]
         counts = [len(dofs) for dofs in hoods.dofs]
-        wanted = PETSc.IS().createGeneral(
-            np.concatenate([np.zeros(0, dtype=PETSc.IntType), *hoods.dofs]).astype(
-                PETSc.IntType), comm=PETSc.COMM_SELF)
-        xy = []
-        for i in range(2):
-            component = fd.Function(meshes.Vf).interpolate(
-                fd.SpatialCoordinate(meshes.fine)[i])
-            with component.dat.vec_ro as vec:
-                out = PETSc.Vec().createSeq(wanted.getSize(), comm=PETSc.COMM_SELF)
-                scatter = PETSc.Scatter().create(vec, wanted, out, None)
-                scatter.scatter(vec, out, addv=PETSc.InsertMode.INSERT_VALUES,
-                                mode=PETSc.ScatterMode.FORWARD)
-                xy.append(out.array.copy())
-                scatter.destroy()
-                out.destroy()
-        wanted.destroy()
-        points = np.split(np.stack(xy, axis=1), np.cumsum(counts)[:-1])
+        dim = meshes.fine.geometric_dimension
+        # the coordinate field is vector P1, numbered as the fine P1 space (block size dim)
+        wanted = PETSc.IS().createBlock(dim, np.concatenate(
+            [np.zeros(0, dtype=PETSc.IntType), *hoods.dofs]).astype(PETSc.IntType),
+            comm=PETSc.COMM_SELF)
+        with meshes.fine.coordinates.dat.vec_ro as vec:
+            out = PETSc.Vec().createSeq(wanted.getSize(), comm=PETSc.COMM_SELF)
+            scatter = PETSc.Scatter().create(vec, wanted, out, None)
+            scatter.scatter(vec, out, addv=PETSc.InsertMode.INSERT_VALUES,
+                            mode=PETSc.ScatterMode.FORWARD)
+            points = np.split(out.array.reshape(-1, dim).copy(), np.cumsum(counts)[:-1])
+            for obj in (scatter, out, wanted):
+                obj.destroy()
         h = patch.H / patch.refinement
         #: flat grid node (row-major) of each fine dof of each neighbourhood
         self.grid: list[np.ndarray] = []
@@ -264,10 +260,16 @@ class NeighbourhoodPatches:
                 raise ValueError("a fine dof of a neighbourhood is not a node of its patch "
                                  "(cells or refinement differ from the patch's)")
             self.grid.append(node)
+        #: position of each grid node among the mask's nodes
+        self._position = np.cumsum(patch.mask.ravel()) - 1
 
-    def images(self) -> np.ndarray:
-        """log10 K of every neighbourhood, (N, 1, size, size)."""
-        return log_k_images(self.patch, self.coefficients)
+    def coefficients(self, problem: Problem) -> list[PatchCoefficient]:
+        """The coefficient of ``problem`` around each neighbourhood's coarse vertex."""
+        return [PatchCoefficient(problem, centre) for centre in self.centres]
+
+    def images(self, problem: Problem) -> np.ndarray:
+        """log10 K of ``problem`` on every neighbourhood's grid, (N, 1, size, size)."""
+        return log_k_images(self.patch, self.coefficients(problem))
 
     def to_grid(self, n: int, vectors: np.ndarray) -> np.ndarray:
         """Vectors at the fine dofs of neighbourhood ``n`` (columns, (dofs, k)) as images
@@ -280,16 +282,17 @@ class NeighbourhoodPatches:
         """Vectors on the mask's nodes (mask order, (n_mask, k), as
         :func:`~parallel_ms.multiscale.operator.orthonormal_basis` returns them) at the fine
         dofs of neighbourhood ``n``, (dofs, k)."""
-        position = np.cumsum(self.patch.mask.ravel()) - 1
-        return vectors[position[self.grid[n]]]
+        return vectors[self._position[self.grid[n]]]
 
-    def operator_pairs(self, model: torch.nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The operator's bases of these neighbourhoods (one batched forward + QR) in the form
-        of :meth:`~parallel_ms.multiscale.spectral.LocalProblems.eigenpairs`, the input of
+    def operator_pairs(self, model: torch.nn.Module, problem: Problem
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The operator's bases of these neighbourhoods for the coefficient of ``problem``
+        (its K at the grid nodes, one batched forward + QR) in the form of
+        :meth:`~parallel_ms.multiscale.spectral.LocalProblems.eigenpairs`, the input of
         :class:`~parallel_ms.multiscale.space.MultiscaleSpace`: (eigenvalues: NaN, the
         predictions carry none; columns at the fine dofs, Euclidean-orthonormal) each."""
         dtype = next(model.parameters()).dtype
-        q = predict_bases(model, torch.from_numpy(self.images()).to(dtype),
+        q = predict_bases(model, torch.from_numpy(self.images(problem)).to(dtype),
                           torch.from_numpy(self.patch.mask)).double().numpy()
         return [(np.full(q.shape[2], np.nan), self.from_grid(n, basis))
                 for n, basis in enumerate(q)]

@@ -36,6 +36,7 @@ class GmsfemSolver:
                  settings: GmsfemConfig | None = None,
                  operator: "SubspaceUNet | None" = None) -> None:
         self.meshes, self.settings = meshes, settings or GmsfemConfig()
+        self.problem = problem
         a, load = lifted_forms(problem, meshes.Vf, fd.Constant((1.0, 0.0)))
         #: the fine stiffness matrix (no boundary rows: R vanishes there) and load
         self.A, self.b = fd.assemble(a).petscmat, fd.assemble(load)
@@ -48,15 +49,14 @@ class GmsfemSolver:
         else:
             from parallel_ms.multiscale import patches
             self.patches = patches.NeighbourhoodPatches(
-                patches.PatchProblem(meshes.cells, meshes.refinement), problem, meshes,
-                self.hoods)
+                patches.PatchProblem(meshes.cells, meshes.refinement), meshes, self.hoods)
 
     def space(self, basis: int | None = None) -> tuple[MultiscaleSpace, PETSc.Mat]:
         """V_ms with ``basis`` (default ``settings.basis``) eigenfunctions per neighbourhood
         (``settings.threshold`` and ``settings.eigensolver`` apply), or with an operator its
         predicted bases (``basis`` and the settings do not apply), and R^T A R."""
         if self.patches is not None:
-            pairs = self.patches.operator_pairs(self.operator)
+            pairs = self.patches.operator_pairs(self.operator, self.problem)
         else:
             s = self.settings
             pairs = self.local.eigenpairs(basis or s.basis, s.threshold, s.eigensolver)
