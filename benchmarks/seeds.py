@@ -49,11 +49,14 @@ def run_seed(config: Path | None, seed: int, ranks: int, sets: list[str], root: 
     launcher = [os.environ.get("MPIEXEC", "mpiexec"), "--oversubscribe", "-n", str(ranks)]
     (root / name).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    command = [*launcher, sys.executable, "-m", "parallel_ms", *args]
     with open(root / name / "output.txt", "w") as log:
-        subprocess.run([*launcher, sys.executable, "-m", "parallel_ms", *args], check=True,
-                       cwd=ROOT, stdout=log,
-                       env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
-                                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+        done = subprocess.run(command, cwd=ROOT, stdout=log,
+                              env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1",
+                                       OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+    if done.returncode:     # the run printed its own one-line error on stderr
+        raise SystemExit(f"seed {seed}: the run failed (exit {done.returncode}): "
+                         f"{' '.join(command)}; its output: {root / name / 'output.txt'}")
     stamp.write_text(json.dumps(args))
     out = json.loads(summary.read_text())
     out["command_wall_s"] = time.perf_counter() - t0

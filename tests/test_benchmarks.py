@@ -407,6 +407,18 @@ def test_seeds_benchmark_tables_each_seed_and_reuses_completed_runs(tmp_path):
     assert (tmp_path / "runs" / "seed0" / "command.json").stat().st_mtime_ns == stamp
 
 
+def test_a_failed_run_of_a_benchmark_is_one_line_after_the_runs_own(tmp_path):
+    """A run the benchmark launches refuses its settings: the run's one-line error, then one
+    line naming the seed, the command and its output file; no traceback."""
+    out = subprocess.run([sys.executable, "benchmarks/seeds.py", "--config",
+                          "jobs/paper-1d-eps1_15.toml", "--seeds", "0", "--ranks", "1",
+                          "--set", "loss.form=bogus", "--root", str(tmp_path / "runs")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=mpi_env())
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "loss.form" in out.stderr and "bogus" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("seed 0: the run failed (exit ")
+    assert str(tmp_path / "runs" / "seed0" / "output.txt") in out.stderr.splitlines()[-1]
+
 
 _TINY_1D = ("--set", "train.steps=3", "--set", "problem.eps=0.5", "--set",
             "sampling.interior=400", "--set", "network.width=8")
