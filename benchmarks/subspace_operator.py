@@ -196,6 +196,8 @@ def main() -> None:
                         "refinement and L must be those given)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    if args.load is not None and not args.load.is_file():
+        raise SystemExit(f"--load {args.load}: no such file (a model saved by --model)")
     torch.set_num_threads(1)
     from parallel_ms import parallel
     from parallel_ms.multiscale.operator import SubspaceUNet, load_operator, save_operator

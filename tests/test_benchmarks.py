@@ -582,3 +582,12 @@ def test_subspace_operator_spectral_gap_is_the_ratio_after_the_last_kept_eigenva
     gaps = bench._spectral_gaps(pairs, 2, MPI.COMM_SELF)
     assert gaps["median"] == pytest.approx(2.05) and gaps["p10"] == pytest.approx(1.29)
     assert bench._spectral_gaps(pairs, 1, MPI.COMM_SELF) is None
+
+
+def test_subspace_operator_benchmark_refuses_a_missing_model_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/subspace_operator.py", "--load",
+                          str(tmp_path / "none.pt")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == (f"--load {tmp_path / 'none.pt'}: no such file "
+                                  f"(a model saved by --model)")
