@@ -33,8 +33,9 @@ def _targets(study) -> list[str]:
              f"{'yes' if all(b < a for a, b in zip(energy, energy[1:])) else 'no'}"]
     four = next((row for row in study.rows if row.basis == 4), None)
     if four is not None:
-        for label, key in (("K~ per square", "upscaled"), ("scalar K~_11", "scalar")):
-            l2, energy = (getattr(study, f"p1_{key}_rel_{norm}") for norm in ("l2", "energy"))
+        for label, l2, energy in (
+                ("K~ per square", study.p1_upscaled_rel_l2, study.p1_upscaled_rel_energy),
+                ("scalar K~_11", study.p1_scalar_rel_l2, study.p1_scalar_rel_energy)):
             lines.append(f"  L = 4 vs P1 with {label}: {l2 / four.rel_l2:.1f}x lower rel. L2, "
                          f"{energy / four.rel_energy:.1f}x lower rel. energy (target >= 5x)")
     return lines
