@@ -7,8 +7,8 @@ A step on R ranks, ``rows`` residual rows per rank (N = R x rows in all), P para
 - ``jacobian``: the explicit Jacobian, rows P x its measured cost per row and parameter
   (:data:`NETWORK`; none for CG);
 - ``gram``: the Gram matrix or kernel and the gradient, flops / the machine's product rate:
-  1.125 rows P^2 (cholesky: the upper block triangle), 2 N^2 P / R (woodbury: this rank's
-  columns), 1.125 rows P^2 (scalapack: this rank's share of G's lower triangle); CG: the
+  1.125 rows P^2 (cholesky: the upper block triangle), 1.125 N^2 P / R (woodbury: the upper
+  block triangle of this rank's columns' kernel), 1.125 rows P^2 (scalapack: this rank's share of G's lower triangle); CG: the
   gradient's reverse pass;
 - ``reduction``: the set-up's data movement: the sums over ranks (P^2 or N^2 doubles; a sum
   is a reduce and a broadcast, :func:`.collectives.replicated_sum`: twice an all-reduce,
@@ -244,7 +244,7 @@ def _cholesky(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[
 def _woodbury(p: float, rows: float, ranks: int, m: Machine, c: Counts) -> dict[str, float]:
     n = rows * ranks
     return {"jacobian": m.network_seconds("jacobian", rows, p),
-            "gram": (2 * n * n * p / ranks + 2 * rows * p) / m.gemm,
+            "gram": (1.125 * n * n * p / ranks + 2 * rows * p) / m.gemm,
             "reduction": m.alltoall(ITEM * rows * p, ranks) + m.replicated_sum(ITEM * n * n, ranks)
             + m.replicated_sum(ITEM * p, ranks),
             "factorisation": c.trials * n ** 3 / 3 / m.potrf,

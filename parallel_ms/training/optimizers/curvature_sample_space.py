@@ -9,8 +9,8 @@ J^T (K + lambda I)^-1, so the damped step with momentum m = mu s' (docs/second-o
 exactly: one Cholesky factorisation of an N x N matrix instead of a P x P one, the cheaper
 exact step where the rows are fewer than the parameters. No rank holds a P x P matrix: the
 explicit Jacobian's rows, sharded over the ranks, are regrouped by parameter columns (one
-all-to-all), each rank forms the kernel of its P / n columns, J[:, c] J[:, c]^T (N^2 P / n
-flops), and the partial kernels are summed over the ranks. J m and J^T alpha are products
+all-to-all), each rank forms the kernel of its P / n columns, J[:, c] J[:, c]^T (its upper
+block triangle, as a symmetric rank-k update: 9/8 N^2 P / n flops), and the partial kernels are summed over the ranks. J m and J^T alpha are products
 with this rank's rows; the row vectors are gathered (allgather) and the parameter vectors
 summed (bitwise equal on every rank), so every replica takes the same step. The collectives
 (:mod:`.collectives`) keep the tensors on their device: NCCL on a GPU, MPI on the host.
@@ -24,7 +24,7 @@ import torch
 
 from parallel_ms.training.optimizers.collectives import by_columns, gather_rows
 from parallel_ms.training.optimizers.curvature import (CurvatureSolver, Momentum, Solution,
-                                                       shifted_cholesky)
+                                                       normal_matrix, shifted_cholesky)
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -45,7 +45,7 @@ class SampleSpace(CurvatureSolver):
         self.counts = self.comm.allgather(len(self.r))
         self.offsets = np.cumsum([0] + self.counts).tolist()
         columns = by_columns(self.jac, self.counts, self.comm)
-        self.kernel = self.total(columns @ columns.T)
+        self.kernel = self.total(normal_matrix(columns.T))        # columns columns^T
         del columns
         self.g = self.total(self.jac.T @ self.r)
 
@@ -82,7 +82,7 @@ class SampleSpace(CurvatureSolver):
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:
-        """The Jacobian, the all-to-all, the kernel of this rank's columns (2 N^2 P / n) and
+        """The Jacobian, the all-to-all, the kernel of this rank's columns (9/8 N^2 P / n) and
         its sum, Cholesky N^3 / 3 on every rank per trial, the trials:
         :func:`.cost_model.step_seconds`."""
         from parallel_ms.training.optimizers.cost_model import step_seconds
