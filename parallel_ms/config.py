@@ -108,6 +108,11 @@ class OptimizerConfig:
     gn_warmup: int = 1000           #: adam-gauss-newton: Adam steps before Gauss-Newton
     cg_max_iter: int = 100          #: CG iterations per Gauss-Newton step (cap)
     cg_tol: float = 1e-4            #: ... until ||CG residual|| <= cg_tol ||J^T r||
+    cg_preconditioner: str = "nystrom"  #: CG's preconditioner: nystrom (the randomized
+                                    #: Nystrom approximation of J^T J, sketched every step:
+                                    #: NysNewton-CG; docs/gauss-newton.md) | none
+    nystrom_rank: int = 50          #: nystrom: the sketch's rank (its J and J^T products
+                                    #: per step, counted in cg_iters)
     line_search: int = 10           #: Armijo backtracking halvings before a step is rejected
 
 
@@ -258,6 +263,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.form": ("strong", "energy"),
     "optimizer.kind": tuple(OPTIMIZERS),            # the optimizer registry's names
     "optimizer.gn_solver": (AUTO, *CURVATURE_SOLVERS),
+    "optimizer.cg_preconditioner": ("none", "nystrom"),
     "train.method": ("pinn", "hybrid"),
     "train.best_by": ("estimate", "loss"),
     "coarse.partitioner": ("simple", "ptscotch", "parmetis"),
@@ -274,9 +280,9 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "sampling.interior", "optimizer.lr", "optimizer.decay", "optimizer.decay_every",
             "optimizer.lbfgs_lr", "optimizer.lbfgs_history", "optimizer.lbfgs_max_iter",
             "optimizer.switch_window", "optimizer.gn_damping", "optimizer.cg_max_iter",
-            "optimizer.cg_tol", "balancing.every", "train.steps", "train.eval_every",
-            "train.log_every", "reference.degree", "problem.eps", "coarse.cells",
-            "loss.weak_cells", "reference.resolution", "coupling.delta",
+            "optimizer.cg_tol", "optimizer.nystrom_rank", "balancing.every", "train.steps",
+            "train.eval_every", "train.log_every", "reference.degree", "problem.eps",
+            "coarse.cells", "loss.weak_cells", "reference.resolution", "coupling.delta",
             "estimate.cells_per_period", "estimate.every",
             "coupling.refresh_every", "gmsfem.basis", "gmsfem.refinement")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",

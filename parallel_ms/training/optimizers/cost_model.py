@@ -8,8 +8,8 @@ A step on R ranks, ``rows`` residual rows per rank (N = R x rows in all), P para
   (:data:`NETWORK`; none for CG);
 - ``gram``: the Gram matrix or kernel and the gradient, flops / the machine's product rate:
   1.125 rows P^2 (cholesky: the upper block triangle), 1.125 N^2 P / R (woodbury: the upper
-  block triangle of this rank's columns' kernel), 1.125 rows P^2 (scalapack: this rank's share of G's lower triangle); CG: the
-  gradient's reverse pass;
+  block triangle of this rank's columns' kernel), 1.125 rows P^2 (scalapack: this rank's
+  share of G's lower triangle); CG: the gradient's reverse pass;
 - ``reduction``: the set-up's data movement: the sums over ranks (P^2 or N^2 doubles; a sum
   is a reduce and a broadcast, :func:`.collectives.replicated_sum`: twice an all-reduce,
   alpha log2 R + beta bytes 2 (R - 1) / R), woodbury's all-to-all of J by columns,
@@ -220,8 +220,9 @@ class Counts:
 
 #: a step of a projection: the default run's first 10 steps took 17 trials (metrics.csv of
 #: docs/results.md §2.3's loss-history run on 1 rank: 1, 5, 1, 1, 3, 2, 1, 1, 1, 1); CG runs
-#: to its cap, optimizer.cg_max_iter = 100 (as measured with NETWORK's CG product)
-STEP = Counts(trials=1.7, products=OptimizerConfig.cg_max_iter)
+#: to its cap, optimizer.cg_max_iter = 100 (as measured with NETWORK's CG product), after the
+#: Nystrom preconditioner's sketch of optimizer.nystrom_rank products
+STEP = Counts(trials=1.7, products=OptimizerConfig.cg_max_iter + OptimizerConfig.nystrom_rank)
 
 #: (P, rows per rank, R, machine, counts) -> seconds per part
 Model = Callable[[float, float, int, Machine, Counts], dict[str, float]]

@@ -4,7 +4,8 @@ of one step (docs/second-order.md §3), each a strategy behind :class:`Curvature
 - :class:`Cholesky`: the explicit Gauss-Newton matrix G = J^T J (this rank's rows' Jacobian,
   summed over ranks: P x P on every rank) and a Cholesky factorisation of G + lambda I;
 - :class:`ConjugateGradients`: matrix-free CG, each iteration one Jacobian product each way on
-  this rank's rows and one sum over ranks of a parameter-sized vector.
+  this rank's rows and one sum over ranks of a parameter-sized vector; optionally
+  preconditioned by a randomized Nystrom approximation of J^T J (:mod:`.nystrom`).
 
 A solver that holds J^T J (``explicit``) re-solves a rejected step with a larger damping at no
 new Jacobian products; a matrix-free one is followed by a backtracking line search along its
@@ -26,6 +27,7 @@ import torch
 from mpi4py import MPI
 
 from parallel_ms.config import OptimizerConfig
+from parallel_ms.training.optimizers.nystrom import Nystrom
 
 if TYPE_CHECKING:
     from parallel_ms.training.residuals import Linearization
@@ -100,11 +102,16 @@ class CurvatureSolver(ABC):
 
 def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
                         damping: float, x0: torch.Tensor | None, tol: float,
-                        max_iter: int) -> Solution:
+                        max_iter: int, precondition: Callable[[torch.Tensor], torch.Tensor]
+                        | None = None) -> Solution:
     """CG on (A + damping I) x = b, A = ``apply`` (symmetric positive semidefinite), from x0
-    (dropped when it is worse than zero), until ||residual|| <= tol ||b|| or max_iter."""
+    (dropped when it is worse than zero), until ||residual|| <= tol ||b|| or max_iter;
+    preconditioned by ``precondition`` (v -> M^-1 v, symmetric positive definite) if given."""
     def op(v: torch.Tensor) -> torch.Tensor:
         return apply(v) + damping * v
+
+    def inverse(v: torch.Tensor) -> torch.Tensor:
+        return v if precondition is None else precondition(v)
 
     iterations = 0
     x = torch.zeros_like(b)
@@ -114,40 +121,57 @@ def conjugate_gradients(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.
         iterations += 1
         if r0 @ r0 < r @ r:
             x, r = x0.clone(), r0
-    p, rr, target = r.clone(), float(r @ r), tol * float(b.norm())
-    while iterations < max_iter and math.sqrt(rr) > target:
+    z = inverse(r)
+    p, rz, target = z.clone(), float(r @ z), tol * float(b.norm())
+    while iterations < max_iter and float(r.norm()) > target:
         ap = op(p)
         iterations += 1
         pap = float(p @ ap)
         if pap <= 0:
             break
-        a = rr / pap
+        a = rz / pap
         x.add_(p, alpha=a)
         r.add_(ap, alpha=-a)
-        rr_new = float(r @ r)
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        z = inverse(r)
+        rz_new = float(r @ z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
     return Solution(x, b - r - damping * x, iterations)
 
 
 class ConjugateGradients(CurvatureSolver):
     """Matrix-free: CG with J^T J p = J^T (J p) by one forward- and one reverse-mode product
-    on this rank's rows and one sum over ranks per iteration; warm-started from x0."""
+    on this rank's rows and one sum over ranks per iteration; warm-started from x0. With
+    ``cg_preconditioner = "nystrom"`` preconditioned by the randomized Nystrom approximation
+    of J^T J of rank ``nystrom_rank`` (:mod:`.nystrom`), sketched once per linearization at
+    its first solve (``nystrom_rank`` more products, counted in the solve's iterations)."""
 
     exact = False
 
     def bind(self, lin: "Linearization") -> None:
         self.lin = lin
+        self.nystrom: Nystrom | None = None
+        self.sketched = False
 
     def gradient(self) -> torch.Tensor:
         return self.total(self.lin.vjp(self.lin.rows))
 
+    def _gauss_newton(self, p: torch.Tensor) -> torch.Tensor:
+        """This rank's J^T (J p)."""
+        return self.lin.vjp(self.lin.jvp(p))
+
     def solve(self, damping: float, momentum: Momentum | None, x0: torch.Tensor | None
               ) -> Solution:
-        lin = self.lin
-        return conjugate_gradients(lambda p: self.total(lin.vjp(lin.jvp(p))),
-                                   self.rhs(damping, momentum), damping, x0, self.cfg.cg_tol,
-                                   self.cfg.cg_max_iter)
+        b, sketch = self.rhs(damping, momentum), 0
+        if self.cfg.cg_preconditioner == "nystrom" and not self.sketched:
+            self.nystrom = Nystrom.sketch(lambda omega: self.total(torch.stack(
+                [self._gauss_newton(w) for w in omega.T], 1)), b, self.cfg.nystrom_rank)
+            self.sketched, sketch = True, min(self.cfg.nystrom_rank, b.numel())
+        sol = conjugate_gradients(lambda p: self.total(self._gauss_newton(p)), b, damping, x0,
+                                  self.cfg.cg_tol, self.cfg.cg_max_iter,
+                                  None if self.nystrom is None else self.nystrom.inverse(damping))
+        sol.iterations += sketch
+        return sol
 
     @staticmethod
     def seconds(parameters: float, rows: float, ranks: int) -> float:

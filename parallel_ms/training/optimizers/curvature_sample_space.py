@@ -10,10 +10,11 @@ exactly: one Cholesky factorisation of an N x N matrix instead of a P x P one, t
 exact step where the rows are fewer than the parameters. No rank holds a P x P matrix: the
 explicit Jacobian's rows, sharded over the ranks, are regrouped by parameter columns (one
 all-to-all), each rank forms the kernel of its P / n columns, J[:, c] J[:, c]^T (its upper
-block triangle, as a symmetric rank-k update: 9/8 N^2 P / n flops), and the partial kernels are summed over the ranks. J m and J^T alpha are products
-with this rank's rows; the row vectors are gathered (allgather) and the parameter vectors
-summed (bitwise equal on every rank), so every replica takes the same step. The collectives
-(:mod:`.collectives`) keep the tensors on their device: NCCL on a GPU, MPI on the host.
+block triangle, as a symmetric rank-k update: 9/8 N^2 P / n flops), and the partial kernels
+are summed over the ranks. J m and J^T alpha are products with this rank's rows; the row
+vectors are gathered (allgather) and the parameter vectors summed (bitwise equal on every
+rank), so every replica takes the same step. The collectives (:mod:`.collectives`) keep
+the tensors on their device: NCCL on a GPU, MPI on the host.
 """
 from __future__ import annotations
 
