@@ -69,6 +69,11 @@ class CurvatureSolver(ABC):
     def bind(self, lin: "Linearization") -> None:
         """Work on ``lin`` from now on."""
 
+    def rebind(self, lin: "Linearization") -> None:
+        """Work on ``lin``, a fresh linearization at the parameters of the bound one (after
+        trials moved them and they were restored): what depends only on J may be kept."""
+        self.bind(lin)
+
     @abstractmethod
     def gradient(self) -> torch.Tensor:
         """The global gradient g = J^T r of the bound linearization's rows."""
@@ -143,8 +148,8 @@ class ConjugateGradients(CurvatureSolver):
     """Matrix-free: CG with J^T J p = J^T (J p) by one forward- and one reverse-mode product
     on this rank's rows and one sum over ranks per iteration; warm-started from x0. With
     ``cg_preconditioner = "nystrom"`` preconditioned by the randomized Nystrom approximation
-    of J^T J of rank ``nystrom_rank`` (:mod:`.nystrom`), sketched once per linearization at
-    its first solve (``nystrom_rank`` more products, counted in the solve's iterations)."""
+    of J^T J of rank ``nystrom_rank`` (:mod:`.nystrom`), sketched once per step at its first
+    solve (``nystrom_rank`` more products, counted in the solve's iterations)."""
 
     exact = False
 
@@ -152,6 +157,10 @@ class ConjugateGradients(CurvatureSolver):
         self.lin = lin
         self.nystrom: Nystrom | None = None
         self.sketched = False
+
+    def rebind(self, lin: "Linearization") -> None:
+        """The same J: the sketch is kept."""
+        self.lin = lin
 
     def gradient(self) -> torch.Tensor:
         return self.total(self.lin.vjp(self.lin.rows))

@@ -142,7 +142,7 @@ class GaussNewton(Optimizer):
         cfg, iterations = self.cfg, 0
         for momentum in self._momentum_tries():
             if self.trials:
-                self.solver.bind(self._back_to(theta0))
+                self.solver.rebind(self._back_to(theta0))
             sol = self.solver.solve(self.damping, self._momentum(momentum), self.previous)
             assert sol is not None                  # a matrix-free solve always returns
             iterations += sol.iterations
