@@ -73,7 +73,7 @@ class Linearization:
             dv, dr = res.point_jacobian(o.x_int, chunk, "value-residual")
         else:
             (dr,) = res.point_jacobian(o.x_int, chunk, "residual")
-        rows = {"residual": self.scale["residual"] * o.row_scale["residual"] * dr}
+        rows: dict[str, torch.Tensor] = {}
         if not o.hard_bc:
             rows["boundary"] = (self.scale["boundary"] * o.row_scale["boundary"]
                                 * res.point_jacobian(o.x_bnd, chunk)[0])
@@ -91,7 +91,10 @@ class Linearization:
                 dk = coupling.upscaling.jacobian(self.outs[1], res.params)
                 columns = coupling.rows_tangent_columns(dv, dv_nodes, dk)
             rows["coupling"] = self._scaled("coupling", columns, dv)
-        return torch.cat([rows[name].reshape(-1, dr.shape[-1]) for name in self.rows])
+        # dr is scaled in place once the blocks computed from it are done (no copy of J)
+        rows["residual"] = dr.mul_(self.scale["residual"] * o.row_scale["residual"])
+        blocks = [rows[name].reshape(-1, dr.shape[-1]) for name in self.rows]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def _scaled(self, term: str, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
         """Jacobian blocks computed in NumPy (weak residual, coupling) scaled, as tensors."""
