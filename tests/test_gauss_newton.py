@@ -315,3 +315,22 @@ def test_rejected_momentum_step_is_solved_again_without_momentum(solver, monkeyp
         return
     plain = torch.linalg.solve(gram + damping * torch.eye(len(g), dtype=g.dtype), -g)
     assert float((taken - plain).norm() / plain.norm()) < 1e-8
+
+
+@pytest.mark.mpi
+def test_cg_retry_without_momentum_keeps_the_nystrom_sketch(monkeypatch):
+    """A momentum step that every backtracking trial rejects is solved again without
+    momentum at the same parameters (a fresh linearization, the same J): the Nystrom
+    preconditioner is sketched once in the step, not again for the retry."""
+    s, gn, _, _ = _after_one_momentum_step("cg")
+    assert gn.cfg.cg_preconditioner == "nystrom"
+    sketches, sketch = [], curvature.Nystrom.sketch
+    monkeypatch.setattr(curvature.Nystrom, "sketch", classmethod(
+        lambda cls, *args: sketches.append(1) or sketch(*args)))
+    rejected = gn.cfg.line_search + 1
+    trial, outcomes = gn._trial, []
+    monkeypatch.setattr(gn, "_trial", lambda *args: outcomes.append(trial(*args))
+                        or (None if len(outcomes) <= rejected else outcomes[-1]))
+    info = gn.step().stats
+    assert info["accepted"] and info["momentum"] == 0
+    assert len(sketches) == 1
