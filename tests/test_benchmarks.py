@@ -281,6 +281,30 @@ def test_best_iterate_records_the_resumed_runs_losses_and_picks_each_rules_minim
         assert float(r["rel_l2"]) == mine["rel_l2"]
 
 
+def test_residual_tail_shares_and_the_noise_of_a_sample_mean(tmp_path):
+    """The tail and zone shares against a residual whose answer is known, and the script on a
+    finished run (read only): its shares ordered, the noise of an N-point mean as 1 / sqrt(N)."""
+    import numpy as np
+    tail = _module("residual_tail")
+    r2 = np.ones(10000)
+    r2[:10] = 1000.0                       # 0.1 % of the values, 10000 / 19990 of their sum
+    shares = tail.tail_shares(r2)
+    assert shares["0.001"] == pytest.approx(10000 / 19990)
+    assert shares["0.0001"] == pytest.approx(1000 / 19990)
+    assert shares["0.1"] == pytest.approx(10990 / 19990)
+    x = np.array([[0.5, 0.5], [0.005, 0.5], [0.003, 0.996], [0.5, 0.999]])
+    zones = tail.zone_shares(x, np.array([1.0, 2.0, 3.0, 4.0]), 0.01)
+    assert zones["boundary"] == {"points": 0.75, "r2": 0.9}
+    assert zones["corners"] == {"points": 0.25, "r2": 0.3}
+    _continue(tmp_path, 3, "residual_tail.py", "--points", "4000", "--sample", "100", "400",
+              "--json", str(tmp_path / "t.json"))
+    out = json.loads((tmp_path / "t.json").read_text())
+    assert out["step"] == 3 and out["points"] == 4000 and out["mean_r2"] > 0
+    top = list(out["top"].values())
+    assert top == sorted(top) and 0 < top[0] and top[-1] <= 1
+    assert out["noise"]["100"] == pytest.approx(2 * out["noise"]["400"], rel=1e-12)
+
+
 def test_gn_scaling_times_every_part_of_a_solvers_step(tmp_path):
     """gn_scaling.py runs a solver's Gauss-Newton step under mpiexec and accounts for its
     parts: each part's time is positive and they add up to at most the step."""
