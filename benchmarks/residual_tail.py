@@ -9,10 +9,15 @@ M uniform random points of the unit square, and
 - the relative standard deviation of the mean of r^2 over N independent uniform points,
   std(r^2) / (mean(r^2) sqrt(N)), for each N of ``--sample``: with fresh points every step,
   the noise of the loss each Gauss-Newton step is fitted to (points drawn per coarse cell, as
-  ``sampling`` does, are stratified: their noise is at most this).
+  ``sampling`` does, are stratified: their noise is at most this),
+- with ``--layer WIDTH DENSITY`` (``sampling.layer_width``, ``sampling.layer_density``:
+  DENSITY times the points within WIDTH of the boundary, weighted by the inverse) the same
+  for the weighted mean, sqrt(mean(r^4 / q) - mean(r^2)^2) / (mean(r^2) sqrt(N')), q the
+  points' relative density (mean 1) and N' = N mean(1 + (DENSITY - 1) [inside]) the points
+  it takes, beside them.
 
     mpiexec -n R .venv/bin/python benchmarks/residual_tail.py RUN_DIR [--points M]
-        [--sample N ...] [--near D] [--json F]
+        [--sample N ...] [--near D] [--layer WIDTH DENSITY ...] [--json F]
 
 R ranks for a run made on R ranks (the checkpoint is per rank); each rank evaluates M / R of
 the points (seeded by rank, so the set depends on R).
@@ -48,6 +53,18 @@ def zone_shares(x: np.ndarray, r2: np.ndarray, near: float) -> dict[str, dict[st
     return out
 
 
+def layer_noise(x: np.ndarray, r2: np.ndarray, width: float, density: float, n: int
+                ) -> tuple[float, float]:
+    """(N', relative std of the weighted mean of r^2 over N' points) for N uniform points'
+    worth with the boundary layer (``width``, ``density``) of :class:`BoundaryLayer`."""
+    inside = np.minimum(x, 1 - x).min(axis=1) < width
+    extra = 1 + (density - 1) * inside
+    q = extra / extra.mean()
+    points = n * extra.mean()
+    return float(points), float(np.sqrt(max((r2 * r2 / q).mean() - r2.mean() ** 2, 0.0))
+                                / (r2.mean() * np.sqrt(points)))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, metavar="RUN_DIR")
@@ -56,6 +73,8 @@ def main() -> int:
                    help="sample sizes N (default 3000 6000 9000)")
     p.add_argument("--near", type=float, default=0.01,
                    help="width of the boundary and corner zones (default 0.01)")
+    p.add_argument("--layer", type=float, nargs=2, action="append", default=[],
+                   metavar=("WIDTH", "DENSITY"), help="a boundary layer to weigh (repeatable)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     from parallel_ms import parallel
@@ -70,9 +89,12 @@ def main() -> int:
     x = np.concatenate([g[0] for g in gathered])
     r2 = np.concatenate([g[1] for g in gathered])
     noise = {str(n): float(r2.std() / (r2.mean() * np.sqrt(n))) for n in args.sample}
+    layers = {f"{w:g} x{k:g}": {str(n): layer_noise(x, r2, w, k, n) for n in args.sample}
+              for w, k in args.layer}
     out = {"run": str(args.run), "step": trainer.current_step, "points": len(r2),
            "mean_r2": float(r2.mean()), "top": tail_shares(r2),
-           "zones": zone_shares(x, r2, args.near), "near": args.near, "noise": noise}
+           "zones": zone_shares(x, r2, args.near), "near": args.near, "noise": noise,
+           "layers": layers}
     parallel.print0(f"{args.run}, step {out['step']}: mean r^2 {out['mean_r2']:.4g} on "
                     f"{len(r2)} uniform points")
     parallel.print0("| largest values | share of the mean of r^2 |\n|---|---|")
@@ -85,6 +107,12 @@ def main() -> int:
     parallel.print0("| N points | relative std of their mean of r^2 |\n|---|---|")
     for n, s in noise.items():
         parallel.print0(f"| {n} | {s:.3f} |")
+    if layers:
+        parallel.print0("| boundary layer (width x density) | N | points N' | relative std |\n"
+                        "|---|---|---|---|")
+    for name, by_n in layers.items():
+        for n, (points, s) in by_n.items():
+            parallel.print0(f"| {name} | {n} | {points:.0f} | {s:.3f} |")
     write_json(args.json, out)
     return 0
 

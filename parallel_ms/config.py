@@ -59,6 +59,10 @@ class SamplingConfig:
     resample_every: int = 0         #: fresh uniform/Sobol interior points every T steps (0: off)
     validation: int = 0             #: interior points of a fixed set on which the best iterate
                                     #: is chosen (0: each step's own points, the paper's rule)
+    layer_width: float = 0.0        #: importance sampling near the boundary: the width of the
+                                    #: layer where the interior points are denser (0: off)
+    layer_density: float = 1.0      #: ... how many times denser (>= 1), each point weighted by
+                                    #: the inverse (the loss stays a quadrature of mean r^2)
 
 
 @dataclass
@@ -287,6 +291,7 @@ POSITIVE = ("network.width", "network.depth", "network.features", "network.harmo
             "coupling.refresh_every", "gmsfem.basis", "gmsfem.refinement")
 NON_NEGATIVE = ("sampling.boundary", "sampling.adaptive_every", "sampling.adaptive_beta",
                 "sampling.adaptive_c", "sampling.resample_every", "sampling.validation",
+                "sampling.layer_width",
                 "optimizer.gn_warmup", "optimizer.line_search", "loss.tau1", "loss.tau_weak",
                 "optimizer.switch_tol",
                 "network.seed", "sampling.seed", "problem.seed", "coupling.tau2",
@@ -305,6 +310,7 @@ UPPER: dict[str, Any] = {
     "optimizer.lbfgs_max_iter": lambda: 10_000,
     "optimizer.cg_max_iter": lambda: 1_000_000,
     "sampling.adaptive_beta": lambda: 10.0,     # |r|^beta must stay finite
+    "sampling.layer_width": lambda: 0.5,        # half the unit cube's side: all of it
     "parallel.threads": lambda: os.cpu_count() or 1,
 }
 

@@ -144,12 +144,14 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     """The parts of a training run, per rank (points and meshes are sharded over the ranks;
     the network and the optimizer state are replicated)."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
+    from parallel_ms.fine.sampling import BoundaryLayer
     from parallel_ms.reference.solver import cells_for
     dim, itemsize = problem.dim, 8 if cfg.network.dtype == "float64" else 4
     hybrid = cfg.train.method == "hybrid"
     outputs = cfg.outputs
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
-    points = (cfg.sampling.interior + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
+    points = (BoundaryLayer.of(cfg.sampling).points(cfg.sampling.interior, dim)
+              + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
     n = cfg.network
     hidden = n.depth * n.width
     units = {"mlp": hidden,                                     # per point, all branches
@@ -201,13 +203,16 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
 
 def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
     """Residual rows per rank, as the curvature solvers' memory and cost are sized, per output:
-    interior points (times ``dim`` in the energy form, whose rows at a point are the d
+    interior points (with a boundary layer's extra ones; times ``dim`` in the energy form,
+    whose rows at a point are the d
     components of (K grad v - sigma_f) / sqrt(K)), boundary points (soft boundary condition),
     weak-residual test functions and coarse dofs (hybrid), or with the Galerkin
     coupling the multiscale dofs (at most ``gmsfem.basis`` per interior coarse vertex), each
     shared by the ranks."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
-    rows = cfg.sampling.interior * cfg.outputs * (dim if cfg.loss.form == "energy" else 1)
+    from parallel_ms.fine.sampling import BoundaryLayer
+    points = BoundaryLayer.of(cfg.sampling).points(cfg.sampling.interior, dim)
+    rows = points * cfg.outputs * (dim if cfg.loss.form == "energy" else 1)
     if not cfg.network.hard_bc:
         rows += (cfg.sampling.boundary if dim == 2 else 2) * cfg.outputs
     if cfg.loss.tau_weak > 0:

@@ -42,6 +42,11 @@ CASES = {
         "coupling.form=galerkin", "loss.form=energy", "coupling.tau2=100"],
     "pinn-2d-weak": ["problem.case=paper-2d", "loss.tau_weak=10", "loss.weak_cells=3"],
     "pinn-2d-energy": ["problem.case=paper-2d", "loss.form=energy"],
+    # importance sampling near the boundary: weighted rows, one scale per point
+    "pinn-2d-layer": ["problem.case=paper-2d", "network.hard_bc=true",
+                      "sampling.layer_width=0.1", "sampling.layer_density=4"],
+    "pinn-2d-energy-layer": ["problem.case=paper-2d", "loss.form=energy",
+                             "sampling.layer_width=0.1", "sampling.layer_density=4"],
     "pinn-1d-energy-gauss": ["problem.case=high-contrast-1d", "network.hard_bc=true",
                              "coarse.cells=40", "coupling.delta=0.1", "loss.form=energy",
                              "sampling.method=gauss"],

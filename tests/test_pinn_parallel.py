@@ -9,7 +9,7 @@ from mpi4py import MPI
 
 from parallel_ms import config, parallel
 from parallel_ms.coarse.mesh import owned_cell_vertices, unit_mesh
-from parallel_ms.fine.sampling import resample_adaptive, sample
+from parallel_ms.fine.sampling import BoundaryLayer, resample_adaptive, sample
 from parallel_ms.training.gradcheck import taylor_test
 from parallel_ms.training.optimizers.base import flat_grad
 from parallel_ms.training.setup import build
@@ -64,6 +64,57 @@ def test_gauss_points_are_an_equal_weight_quadrature_rule_of_the_domain(dim):
         values, exact = x[:, 0] ** 2 + 3 * x[:, 0] * x[:, 1] - x[:, 1] ** 2, 3 / 4
     assert WORLD.allreduce(float(values.sum())) / shard.n_interior == pytest.approx(exact,
                                                                                  rel=1e-13)
+
+
+@pytest.mark.mpi
+def test_boundary_layer_points_are_denser_there_weighted_back_and_rank_independent():
+    """sampling.layer_width / layer_density: within the layer the points are ``density`` times
+    as dense, the same set on any number of ranks, and the weighted mean is a quadrature of
+    the domain (unbiased: the points' own mean is not)."""
+    layer = BoundaryLayer(0.1, 4.0)
+    shard = sample(unit_mesh(2, 7), 20000, 0, "uniform", 3, WORLD, layer)
+    serial = sample(unit_mesh(2, 7, MPI.COMM_SELF), 20000, 0, "uniform", 3, MPI.COMM_SELF,
+                    layer)
+    everything = _all_points(shard.interior)
+    np.testing.assert_allclose(everything, _all_points(serial.interior, MPI.COMM_SELF),
+                               atol=1e-14)
+    assert len(everything) == shard.n_interior == serial.n_interior
+    assert shard.weight_total == serial.weight_total            # exact: from the counts
+    inside = layer.inside(everything)
+    volume = 1 - 0.8 ** 2
+    assert abs(inside.sum() - 4 * 20000 * volume) < 4 * (4 * 20000 * volume) ** 0.5
+    assert abs((~inside).sum() - 20000 * (1 - volume)) < 4 * (20000 * (1 - volume)) ** 0.5
+    assert layer.points(20000, 2) == pytest.approx(20000 * (1 + 3 * volume))
+    np.testing.assert_array_equal(shard.weights, np.where(layer.inside(shard.interior),
+                                                          0.25, 1.0))
+    assert shard.weight_total == pytest.approx(WORLD.allreduce(float(shard.weights.sum())),
+                                               rel=1e-14)
+    f = ((shard.interior - 0.5) ** 2).sum(1)                    # mean 1/6 over the square
+    weighted = WORLD.allreduce(float(shard.weights @ f)) / shard.weight_total
+    plain = WORLD.allreduce(float(f.sum())) / shard.n_interior
+    assert weighted == pytest.approx(1 / 6, abs=3e-3)
+    assert plain > 1 / 6 + 0.03                               # the layer's points, unweighted
+    off = sample(unit_mesh(2, 7), 2000, 0, "uniform", 3, WORLD, BoundaryLayer(0.1, 1.0))
+    plain_off = sample(unit_mesh(2, 7), 2000, 0, "uniform", 3, WORLD)
+    assert off.weights is None and np.array_equal(off.interior, plain_off.interior)
+
+
+@pytest.mark.mpi
+def test_boundary_layer_loss_is_the_weighted_mean_of_the_squared_residual():
+    """The residual term with a boundary layer: sum_i w_i r_i^2 / sum_i w_i over all ranks,
+    r from the pointwise residual; on 1 rank the same value."""
+    extra = ["problem.case=paper-2d", "network.hard_bc=true", "sampling.layer_width=0.1",
+             "sampling.layer_density=4"]
+    values = []
+    for ctx in (parallel.init("cpu"), _serial_context()):
+        s = build(config.load(None, SMALL + extra), ctx)
+        shard = s.objective.shard
+        r = s.objective.pointwise_residual(s.net, shard.interior)
+        expected = ctx.comm.allreduce(float(shard.weights @ r ** 2)) / shard.weight_total
+        term = ctx.comm.allreduce(float(s.objective.terms(s.forward)["residual"]))
+        assert term == pytest.approx(expected, rel=1e-12)
+        values.append(term)
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
 
 
 @pytest.mark.mpi(min_size=2)

@@ -52,8 +52,17 @@ def test_config_errors_are_one_line(override, message):
      "loss.form = 'energy' (allowed: 'strong' with coupling.upscaling = 'block-tensor'"),
     (["sampling.method=gauss", "sampling.resample_every=1"],
      "sampling.resample_every = 1 (allowed: 0 with sampling.method = 'gauss'"),
+    (["sampling.layer_width=0.01", "sampling.layer_density=0.5"],
+     "sampling.layer_density = 0.5 (allowed: >= 1)"),
+    (["sampling.layer_width=0.6"], "sampling.layer_width = 0.6 (allowed: <= 0.5)"),
+    (["sampling.layer_width=0.01", "train.method=hybrid"],
+     "train.method = 'hybrid' (allowed: 'pinn' with sampling.layer_width > 0"),
+    (["sampling.layer_width=0.01", "loss.tau_weak=1"],
+     "loss.tau_weak = 1.0 (allowed: 0 with sampling.layer_width > 0"),
+    (["sampling.layer_width=0.01", "sampling.adaptive_every=5"],
+     "sampling.adaptive_every = 5 (allowed: 0 with sampling.layer_width > 0"),
 ])
-def test_energy_form_refuses_what_it_cannot_pair_with(overrides, message):
+def test_settings_that_cannot_pair_are_refused_in_one_line(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
         config.load(None, overrides)
 

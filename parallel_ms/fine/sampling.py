@@ -9,18 +9,24 @@ memory and work per rank are O(points / ranks).
 Methods: ``uniform`` (seeded uniform random), ``sobol`` (scrambled Sobol per cell, via
 scipy.stats.qmc), ``gauss`` (a composite Gauss rule with equal weights: :func:`gauss_points`)
 and residual-based adaptive resampling (:func:`resample_adaptive`, density
-~ |r|^beta / mean |r|^beta + c, paper 003 §5.2).
+~ |r|^beta / mean |r|^beta + c, paper 003 §5.2). A :class:`BoundaryLayer` samples the points
+near the boundary more densely, each point weighted by the inverse of its density
+(importance sampling: the loss stays an unbiased quadrature of the integral of r^2).
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.stats import qmc
 
 from parallel_ms.errors import UserError
+
+if TYPE_CHECKING:
+    from parallel_ms.config import SamplingConfig
 
 METHODS = ("uniform", "sobol", "gauss")
 #: an equal-weight Gauss rule on the reference simplex per dimension: the 2-point
@@ -37,12 +43,58 @@ _KEEP_STREAM = 2 ** 30
 
 @dataclass
 class Shard:
-    """This rank's collocation points (NumPy, float64) and the global counts."""
+    """This rank's collocation points (NumPy, float64) and the global counts; with a
+    :class:`BoundaryLayer`, the interior points' quadrature weights and their global sum."""
 
     interior: np.ndarray        # (m, d)
     boundary: np.ndarray        # (m_b, d)
     n_interior: int             # global
     n_boundary: int             # global
+    weights: np.ndarray | None = None   # (m,): 1 / (relative density) of each interior point
+    weight_total: float | None = None   # their global sum (None: n_interior, equal weights)
+
+
+@dataclass(frozen=True)
+class BoundaryLayer:
+    """Importance sampling near the boundary of (0,1)^d: within ``width`` of it the interior
+    points are ``density`` times as dense, and each point's weight is the inverse of its
+    relative density (1 / ``density`` inside, 1 outside), so sum_i w_i r_i^2 / sum_i w_i is
+    still a quadrature of the mean of r^2 over the domain (``sampling.layer_width``,
+    ``sampling.layer_density``; docs/gauss-newton.md, "The paper's network": with a hard
+    boundary condition most of r^2 lives in a thin layer at the boundary, whose few points
+    make the loss of fresh points noisy). ``width`` = 0: off."""
+
+    width: float = 0.0
+    density: float = 1.0
+
+    @classmethod
+    def of(cls, sampling: "SamplingConfig") -> "BoundaryLayer":
+        """The layer of ``sampling.layer_width`` and ``sampling.layer_density``."""
+        return cls(sampling.layer_width, sampling.layer_density)
+
+    def points(self, interior: float, dim: int) -> float:
+        """The expected global number of interior points for ``sampling.interior`` =
+        ``interior``: times 1 + (density - 1) x the layer's volume 1 - (1 - 2 width)^dim."""
+        extra = (self.density - 1) * (1 - (1 - 2 * self.width) ** dim) if self.active else 0
+        return interior * (1 + extra)
+
+    @property
+    def active(self) -> bool:
+        return self.width > 0 and self.density > 1
+
+    def inside(self, x: np.ndarray) -> np.ndarray:
+        """Which points (n, d) lie within ``width`` of the boundary."""
+        return np.minimum(x, 1 - x).min(axis=1) < self.width
+
+    def weigh(self, shard: Shard, comm: object) -> Shard:
+        """``shard`` with its interior points' weights and their global sum (exact: from the
+        global counts inside and outside the layer, the same bits on every rank)."""
+        if not self.active:
+            return shard
+        inside = self.inside(shard.interior.reshape(len(shard.interior), -1))
+        n_in = comm.allreduce(int(inside.sum()))  # type: ignore[attr-defined]
+        return dataclasses.replace(shard, weights=np.where(inside, 1 / self.density, 1.0),
+                                   weight_total=(shard.n_interior - n_in) + n_in / self.density)
 
 
 def _generator(seed: int, round_: int, anchor: np.ndarray) -> np.random.Generator:
@@ -115,8 +167,11 @@ def gauss_points(vertices: np.ndarray, n: float) -> np.ndarray:
 
 
 def interior_points(mesh: object, total: int, method: str, seed: int,
-                    round_: int = 0, oversample: int = 1) -> list[np.ndarray]:
-    """Per owned cell, ~ total * |cell| * oversample points in the cell (|Omega| = 1)."""
+                    round_: int = 0, oversample: int = 1,
+                    layer: BoundaryLayer = BoundaryLayer()) -> list[np.ndarray]:
+    """Per owned cell, ~ total * |cell| * oversample points in the cell (|Omega| = 1); with an
+    active ``layer``, in the cells it meets, (layer.density - 1) times as many more in the
+    part of the cell inside it (drawn in the cell, those outside the layer dropped)."""
     out = []
     for cell in _cells(mesh):
         if method == "gauss":
@@ -124,7 +179,13 @@ def interior_points(mesh: object, total: int, method: str, seed: int,
             continue
         rng = _generator(seed, round_, cell.mean(0))
         n = _count(rng, total * _volume(cell) * oversample)
-        out.append(_in_simplex(cell, _unit_samples(rng, n, cell.shape[1], method)))
+        points = _in_simplex(cell, _unit_samples(rng, n, cell.shape[1], method))
+        # a cell meets the layer iff a vertex does (the distance to the boundary is concave)
+        if layer.active and layer.inside(cell).any():
+            extra = _count(rng, total * _volume(cell) * oversample * (layer.density - 1))
+            more = _in_simplex(cell, _unit_samples(rng, extra, cell.shape[1], method))
+            points = np.concatenate([points, more[layer.inside(more)]])
+        out.append(points)
     return out
 
 
@@ -154,9 +215,10 @@ def boundary_points(mesh: object, total: int, method: str, seed: int) -> np.ndar
 
 
 def interior_sample(mesh: object, n_interior: int, method: str, seed: int,
-                    round_: int = 0) -> np.ndarray:
+                    round_: int = 0, layer: BoundaryLayer = BoundaryLayer()) -> np.ndarray:
     """This rank's share of the global interior point set of sampling round ``round_``."""
-    return np.concatenate(interior_points(mesh, n_interior, method, seed, round_) or
+    return np.concatenate(interior_points(mesh, n_interior, method, seed, round_,
+                                          layer=layer) or
                           [np.empty((0, mesh.geometric_dimension))])  # type: ignore
 
 
@@ -167,12 +229,12 @@ def validation_sample(mesh: object, n_interior: int, method: str, seed: int) -> 
 
 
 def sample(mesh: object, n_interior: int, n_boundary: int, method: str, seed: int,
-           comm: object) -> Shard:
+           comm: object, layer: BoundaryLayer = BoundaryLayer()) -> Shard:
     """This rank's share of the global collocation point set."""
-    interior = interior_sample(mesh, n_interior, method, seed)
+    interior = interior_sample(mesh, n_interior, method, seed, layer=layer)
     boundary = boundary_points(mesh, n_boundary, method, seed)
-    return Shard(interior, boundary, comm.allreduce(len(interior)),  # type: ignore
-                 comm.allreduce(len(boundary)))  # type: ignore
+    return layer.weigh(Shard(interior, boundary, comm.allreduce(len(interior)),  # type: ignore
+                             comm.allreduce(len(boundary))), comm)  # type: ignore
 
 
 def resample_adaptive(mesh: object, n_interior: int, seed: int, round_: int,

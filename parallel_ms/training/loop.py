@@ -174,10 +174,11 @@ class Trainer:
                 lambda x: self.s.objective.pointwise_residual(self.s.net, x),
                 c.adaptive_beta, c.adaptive_c, self.ctx.comm)
         else:
-            interior = interior_sample(self.s.coarse_mesh, c.interior, c.method, c.seed, round_)
-        self.s.objective.set_points(Shard(interior, old.boundary,
-                                          self.ctx.comm.allreduce(len(interior)),
-                                          old.n_boundary))
+            interior = interior_sample(self.s.coarse_mesh, c.interior, c.method, c.seed, round_,
+                                       self.s.layer)
+        self.s.objective.set_points(self.s.layer.weigh(
+            Shard(interior, old.boundary, self.ctx.comm.allreduce(len(interior)),
+                  old.n_boundary), self.ctx.comm))
 
     def resample_if_due(self, step: int) -> None:
         """The point set of ``step``: residual-based every ``sampling.adaptive_every`` steps,
@@ -231,8 +232,9 @@ class Trainer:
         if per_rank["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(per_rank["rng"]["cuda"])
         p = per_rank["points"]
-        self.s.objective.set_points(Shard(p["interior"], p["boundary"], p["n_interior"],
-                                          p["n_boundary"]))
+        self.s.objective.set_points(self.s.layer.weigh(
+            Shard(p["interior"], p["boundary"], p["n_interior"], p["n_boundary"]),
+            self.ctx.comm))
         coupling = self.s.objective.coupling
         if coupling is not None:
             c = dict(per_rank["coupling"])

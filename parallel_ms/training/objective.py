@@ -120,11 +120,15 @@ class PINNObjective:
         if self.form == "energy":
             self.sigma = as_t(self.problem.lifted_source_flux(x64, k64))
         self.x_bnd = as_t(shard.boundary).reshape(-1, self.problem.dim)
-        self.w_int = 1.0 / shard.n_interior  # |Omega| = 1
+        self.w_int = 1.0 / (shard.n_interior if shard.weights is None  # |Omega| = 1
+                            else shard.weight_total)
         boundary_measure = 2.0 if self.problem.dim == 1 else 4.0  # end points / perimeter
         self.w_bnd = self.tau1 * boundary_measure / max(shard.n_boundary, 1)
-        #: the rows' quadrature scales, sqrt(|Omega| / M) and sqrt(tau_1 |dOmega| / M_b)
+        #: the rows' quadrature scales, sqrt(|Omega| / M) and sqrt(tau_1 |dOmega| / M_b); with
+        #: weighted points (a boundary layer) sqrt(|Omega| w_i / sum w) per interior point
         self.row_scale = {"residual": math.sqrt(self.w_int), "boundary": math.sqrt(self.w_bnd)}
+        self.point_scale = (None if shard.weights is None
+                            else as_t(np.sqrt(shard.weights * self.w_int)))
         self.shard = shard
         if self._weak_cells is not None:
             cells, tau, comm, norm = self._weak_cells
@@ -186,6 +190,15 @@ class PINNObjective:
         return energy_residual(*extras, g) if self.form == "energy" else residual(
             *extras, lap, g)
 
+    def scale_residual(self, r: torch.Tensor, factor: float = 1.0, in_place: bool = False
+                       ) -> torch.Tensor:
+        """The residual's rows (or their Jacobian), one slice per point along the first axis,
+        times ``factor`` and their quadrature scale (:attr:`row_scale`, per point with
+        weighted points), in one pass."""
+        scale = (factor * self.row_scale["residual"] if self.point_scale is None
+                 else (factor * self.point_scale).reshape(-1, *[1] * (r.dim() - 1)))
+        return r.mul_(scale) if in_place else r * scale
+
     @property
     def term_names(self) -> list[str]:
         return (["residual"] + ([] if self.hard_bc else ["boundary"])
@@ -203,7 +216,7 @@ class PINNObjective:
         when ``consistent`` or the refresh rule says so (collective)."""
         v, g, lap, v_b, v_nodes = outs
         r = self.point_residual(*self.extras, lap, g)
-        out = {"residual": self.row_scale["residual"] * r.reshape(-1)}
+        out = {"residual": self.scale_residual(r).reshape(-1)}
         if not self.hard_bc:
             out["boundary"] = self.row_scale["boundary"] * v_b.reshape(-1)
         if self.weak is not None:
@@ -223,7 +236,7 @@ class PINNObjective:
         network's outputs (forward mode; the coupling's through the tangent-linear coarse
         problem at the current coarse state, collective)."""
         dr = self.point_residual(*self.coefficients, torch.zeros_like(self.load), dlap, dg)
-        out = {"residual": self.row_scale["residual"] * dr.reshape(-1)}
+        out = {"residual": self.scale_residual(dr).reshape(-1)}
         if not self.hard_bc:
             out["boundary"] = self.row_scale["boundary"] * dv_b.reshape(-1)
         if self.weak is not None:

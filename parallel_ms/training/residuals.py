@@ -92,7 +92,7 @@ class Linearization:
                 columns = coupling.rows_tangent_columns(dv, dv_nodes, dk)
             rows["coupling"] = self._scaled("coupling", columns, dv)
         # dr is scaled in place once the blocks computed from it are done (no copy of J)
-        rows["residual"] = dr.mul_(self.scale["residual"] * o.row_scale["residual"])
+        rows["residual"] = o.scale_residual(dr, self.scale["residual"], in_place=True)
         blocks = [rows[name].reshape(-1, dr.shape[-1]) for name in self.rows]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 

@@ -10,7 +10,7 @@ from parallel_ms.config import DEFAULT_COARSE_CELLS, Config
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
-from parallel_ms.fine.sampling import Shard, sample, validation_sample
+from parallel_ms.fine.sampling import BoundaryLayer, Shard, sample, validation_sample
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.problems import Problem
 from parallel_ms.training.objective import PINNObjective
@@ -26,6 +26,8 @@ class Setup:
     objective: PINNObjective
     #: the fine problem's terms on the fixed validation points (``sampling.validation``)
     validation: PINNObjective | None = None
+    #: importance sampling near the boundary (``sampling.layer_width``; inactive: off)
+    layer: BoundaryLayer = BoundaryLayer()
 
 
 def build(cfg: Config, ctx: ParallelContext) -> Setup:
@@ -36,8 +38,9 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
                         f"{ctx.size} MPI ranks (allowed: at least one coarse cell per rank; the "
                         f"coarse cells shard the points)", collective=True)
     mesh = unit_mesh(problem.dim, cells, ctx.comm, partitioner=cfg.coarse.partitioner)
+    layer = BoundaryLayer.of(cfg.sampling)
     shard = sample(mesh, cfg.sampling.interior, cfg.sampling.boundary, cfg.sampling.method,
-                   cfg.sampling.seed, ctx.comm)
+                   cfg.sampling.seed, ctx.comm, layer)
     c = cfg.coupling
     outputs = cfg.outputs
     net = build_network(cfg.network, problem, outputs).to(ctx.device)
@@ -63,4 +66,4 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
             space=cfg.coarse.space, gmsfem=cfg.gmsfem, partitioner=cfg.coarse.partitioner,
             form=c.form, residual_form=cfg.loss.form),
             Tau2Continuation.from_config(c, cfg.train.steps))
-    return Setup(problem, mesh, net, forward, objective, validation)
+    return Setup(problem, mesh, net, forward, objective, validation, layer)
