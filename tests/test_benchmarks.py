@@ -296,13 +296,22 @@ def test_residual_tail_shares_and_the_noise_of_a_sample_mean(tmp_path):
     zones = tail.zone_shares(x, np.array([1.0, 2.0, 3.0, 4.0]), 0.01)
     assert zones["boundary"] == {"points": 0.75, "r2": 0.9}
     assert zones["corners"] == {"points": 0.25, "r2": 0.3}
+    # a layer whose density follows r^2 exactly weighs it without noise (ideal importance
+    # sampling), where the plain mean of the same values is noisy
+    y = np.random.default_rng(0).random((20000, 2))
+    follows = 1 + 3 * (np.minimum(y, 1 - y).min(1) < 0.1)
+    points, noise = tail.layer_noise(y, follows.astype(float), 0.1, 4.0, 1000)
+    assert noise < 1e-6 and points == pytest.approx(1000 * follows.mean())
+    assert tail.layer_noise(y, follows.astype(float), 0.1, 1.0, 1000)[1] > 0.02
     _continue(tmp_path, 3, "residual_tail.py", "--points", "4000", "--sample", "100", "400",
-              "--json", str(tmp_path / "t.json"))
+              "--layer", "0.1", "4", "--json", str(tmp_path / "t.json"))
     out = json.loads((tmp_path / "t.json").read_text())
     assert out["step"] == 3 and out["points"] == 4000 and out["mean_r2"] > 0
     top = list(out["top"].values())
     assert top == sorted(top) and 0 < top[0] and top[-1] <= 1
     assert out["noise"]["100"] == pytest.approx(2 * out["noise"]["400"], rel=1e-12)
+    points, noise = out["layers"]["0.1 x4"]["100"]
+    assert 100 < points < 400 and noise > 0
 
 
 def test_gn_scaling_times_every_part_of_a_solvers_step(tmp_path):
