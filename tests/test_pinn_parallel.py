@@ -94,8 +94,9 @@ def test_boundary_layer_points_are_denser_there_weighted_back_and_rank_independe
     plain = WORLD.allreduce(float(f.sum())) / shard.n_interior
     assert weighted == pytest.approx(1 / 6, abs=3e-3)
     assert plain > 1 / 6 + 0.03                               # the layer's points, unweighted
-    off = sample(unit_mesh(2, 7), 2000, 0, "uniform", 3, WORLD, BoundaryLayer(0.1, 1.0))
-    plain_off = sample(unit_mesh(2, 7), 2000, 0, "uniform", 3, WORLD)
+    mesh = unit_mesh(2, 7)
+    off = sample(mesh, 2000, 0, "uniform", 3, WORLD, BoundaryLayer(0.1, 1.0))
+    plain_off = sample(mesh, 2000, 0, "uniform", 3, WORLD)
     assert off.weights is None and np.array_equal(off.interior, plain_off.interior)
 
 
