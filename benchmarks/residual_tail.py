@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from common import continued, write_json
+from parallel_ms.fine.sampling import BoundaryLayer
 
 TOP = (1e-4, 1e-3, 1e-2, 1e-1)
 CHUNK = 10000          #: points per evaluation of the residual (its jet's memory)
@@ -45,10 +46,10 @@ def tail_shares(r2: np.ndarray) -> dict[str, float]:
 def zone_shares(x: np.ndarray, r2: np.ndarray, near: float) -> dict[str, dict[str, float]]:
     """For the points within ``near`` of the boundary and of the corners of the unit cube:
     their share of the points and of sum(r2)."""
-    to_boundary = np.minimum(x, 1 - x).min(axis=1)
     to_corner = np.linalg.norm(np.minimum(x, 1 - x), axis=1)
     out = {}
-    for name, inside in (("boundary", to_boundary < near), ("corners", to_corner < near)):
+    for name, inside in (("boundary", BoundaryLayer(near).inside(x)),
+                         ("corners", to_corner < near)):
         out[name] = {"points": float(inside.mean()), "r2": float(r2[inside].sum() / r2.sum())}
     return out
 
@@ -57,8 +58,7 @@ def layer_noise(x: np.ndarray, r2: np.ndarray, width: float, density: float, n: 
                 ) -> tuple[float, float]:
     """(N', relative std of the weighted mean of r^2 over N' points) for N uniform points'
     worth with the boundary layer (``width``, ``density``) of :class:`BoundaryLayer`."""
-    inside = np.minimum(x, 1 - x).min(axis=1) < width
-    extra = 1 + (density - 1) * inside
+    extra = 1 + (density - 1) * BoundaryLayer(width, density).inside(x)
     q = extra / extra.mean()
     points = n * extra.mean()
     return float(points), float(np.sqrt(max((r2 * r2 / q).mean() - r2.mean() ** 2, 0.0))

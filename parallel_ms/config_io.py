@@ -294,16 +294,15 @@ def validate(cfg: Config) -> None:
     if cfg.sampling.resample_every and cfg.sampling.adaptive_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 when sampling.adaptive_every is set (one resampling rule at a time)")
-    layer = cfg.sampling.layer_width
-    if cfg.sampling.layer_density < 1:
-        raise _error("sampling.layer_density", cfg.sampling.layer_density, ">= 1")
     s = cfg.sampling
+    if s.layer_density < 1:
+        raise _error("sampling.layer_density", s.layer_density, ">= 1")
     for key, value, bad, allowed in (
             ("train.method", cfg.train.method, cfg.train.method == "hybrid", "'pinn'"),
             ("loss.tau_weak", cfg.loss.tau_weak, cfg.loss.tau_weak > 0, "0"),
             ("sampling.adaptive_every", s.adaptive_every, s.adaptive_every > 0, "0"),
             ("sampling.method", s.method, s.method == "gauss", "'uniform', 'sobol'")):
-        if layer and bad:
+        if s.layer_width and bad:
             raise _error(key, value, f"{allowed} with sampling.layer_width > 0 (the coupling, "
                          "the weak residual, residual-based and Gauss points take equal weights)")
     if cfg.sampling.method == "gauss" and cfg.sampling.resample_every:
