@@ -2,6 +2,7 @@
 import csv
 import json
 import re
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -33,6 +34,7 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
                       *SMALL], timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("done: 30 steps") == 1
+    assert re.search(r"; \d+ interior points \(hard boundary condition\) on 2 rank", out.stdout)
     m = re.search(r"rel\. L2 error (\S+), rel\. H1 error (\S+)", out.stdout)
     assert m and 0 < float(m.group(1)) < 10 and 0 < float(m.group(2)) < 10
     assert len(re.findall(r"^step +\d+ ", out.stdout, re.M)) == 3
@@ -49,6 +51,19 @@ def test_run_command_reports_errors_of_the_best_iterate(mpiexec, tmp_path):
     assert rows[9]["rel_l2"] and not rows[8]["rel_l2"]
     assert float(rows[9]["estimated_rel_l2"]) > 0 and not rows[8]["estimated_rel_l2"]
     assert "steps = 30" in (run / "config.toml").read_text()
+
+
+def test_run_header_counts_the_points_whose_rows_are_used():
+    from parallel_ms.commands.run import _points
+    from parallel_ms.config import Config
+    cfg, shard = Config(), SimpleNamespace(n_interior=798, n_boundary=160)
+    cfg.network.hard_bc = False
+    assert _points(cfg, shard) == "798 interior points + 160 boundary points"
+    cfg.network.hard_bc = True
+    assert _points(cfg, shard) == "798 interior points (hard boundary condition)"
+    cfg.sampling.interior, cfg.sampling.resample_every = 6000, 2
+    assert _points(cfg, shard) == ("6000 fresh interior points every 2 step(s) "
+                                   "(hard boundary condition)")
 
 
 def test_diverging_run_stops_with_one_line(mpiexec, tmp_path):

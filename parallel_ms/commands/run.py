@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from parallel_ms import config, parallel
 from parallel_ms.commands.options import add_config_options, path, resolve
 from parallel_ms.errors import Diverged, UserError, describe
 from parallel_ms.io.rundir import RunDirectory, check_root
+
+if TYPE_CHECKING:
+    from parallel_ms.fine.sampling import Shard
 
 CHECKPOINT = "checkpoint.h5"
 
@@ -75,6 +79,17 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
+def _points(cfg: config.Config, shard: "Shard") -> str:
+    """The run header's point count: the boundary points only where their rows are used (no
+    hard boundary condition), the configured count where fresh points replace the current ones
+    (at a resume the checkpoint's set may have another size)."""
+    c = cfg.sampling
+    interior = (f"{c.interior} fresh interior points every {c.resample_every} step(s)"
+                if c.resample_every else f"{shard.n_interior} interior points")
+    return interior + (" (hard boundary condition)" if cfg.network.hard_bc
+                       else f" + {shard.n_boundary} boundary points")
+
+
 def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelContext,
            run_dir: RunDirectory) -> int:
     from parallel_ms.io import checkpoint
@@ -88,12 +103,11 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
         trainer.load_state_dict(replicated, mine)
         run_dir.resume_metrics(trainer.current_step)
         parallel.print0(f"resuming {run_dir.path} at step {trainer.current_step}")
-    s = trainer.s.objective.shard
     parallel.print0(f"{cfg.train.method} on {trainer.s.problem.name} "
                     f"({trainer.s.problem.summary()}); {cfg.network.kind} network, "
                     f"{sum(p.numel() for p in trainer.params)} parameters, {cfg.network.dtype}; "
-                    f"{s.n_interior} interior + {s.n_boundary} boundary points on "
-                    f"{ctx.size} rank(s), device {ctx.device}; run directory {run_dir.path}")
+                    f"{_points(cfg, trainer.s.objective.shard)} on {ctx.size} rank(s), "
+                    f"device {ctx.device}; run directory {run_dir.path}")
     if trainer.s.objective.coupling is not None:
         parallel.print0(trainer.s.objective.coupling.describe())
 
