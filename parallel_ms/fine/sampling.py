@@ -53,6 +53,12 @@ class Shard:
     weights: np.ndarray | None = None   # (m,): 1 / (relative density) of each interior point
     weight_total: float | None = None   # their global sum (None: n_interior, equal weights)
 
+    def with_interior(self, interior: np.ndarray, comm: object) -> "Shard":
+        """These boundary points with new interior ones, equally weighted (collective: their
+        global count)."""
+        return Shard(interior, self.boundary, comm.allreduce(len(interior)),  # type: ignore
+                     self.n_boundary)
+
 
 @dataclass(frozen=True)
 class BoundaryLayer:

@@ -176,9 +176,8 @@ class Trainer:
         else:
             interior = interior_sample(self.s.coarse_mesh, c.interior, c.method, c.seed, round_,
                                        self.s.layer)
-        self.s.objective.set_points(self.s.layer.weigh(
-            Shard(interior, old.boundary, self.ctx.comm.allreduce(len(interior)),
-                  old.n_boundary), self.ctx.comm))
+        self.s.objective.set_points(self.s.layer.weigh(old.with_interior(interior, self.ctx.comm),
+                                                       self.ctx.comm))
 
     def resample_if_due(self, step: int) -> None:
         """The point set of ``step``: residual-based every ``sampling.adaptive_every`` steps,

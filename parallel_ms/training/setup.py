@@ -10,7 +10,7 @@ from parallel_ms.config import DEFAULT_COARSE_CELLS, Config
 from parallel_ms.coupling.coupling import Coupling
 from parallel_ms.errors import UserError
 from parallel_ms.fine.model import DTYPES, PINNForward, build_network
-from parallel_ms.fine.sampling import BoundaryLayer, Shard, sample, validation_sample
+from parallel_ms.fine.sampling import BoundaryLayer, sample, validation_sample
 from parallel_ms.parallel import ParallelContext
 from parallel_ms.problems import Problem
 from parallel_ms.training.objective import PINNObjective
@@ -53,8 +53,7 @@ def build(cfg: Config, ctx: ParallelContext) -> Setup:
     if cfg.sampling.validation:
         points = validation_sample(mesh, cfg.sampling.validation, cfg.sampling.method,
                                    cfg.sampling.seed)
-        validation = fine(Shard(points, shard.boundary, ctx.comm.allreduce(len(points)),
-                                shard.n_boundary))
+        validation = fine(shard.with_interior(points, ctx.comm))
     if cfg.loss.tau_weak > 0:
         objective.attach_weak(cfg.loss.weak_cells, cfg.loss.tau_weak, ctx.comm,
                               cfg.loss.weak_norm)
