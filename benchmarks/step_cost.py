@@ -179,7 +179,7 @@ def gauss_newton_cost(trainers: dict, base: list[str], args: argparse.Namespace,
         split["network (the rest)"] = total - sum(split.values())
         out["steps"][solver] = {"seconds": total, "cg_iterations": info["cg_iters"],
                                 "accepted": info["accepted"], "split": split}
-    out["new_point_set_s"] = best_time(lambda: trainer.resample(1, adaptive=False),
+    out["new_point_set_s"] = best_time(lambda: trainer.resample(1, args.points, adaptive=False),
                                        repeats=args.steps)
     return out
 

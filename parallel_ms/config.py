@@ -63,6 +63,25 @@ class SamplingConfig:
                                     #: layer where the interior points are denser (0: off)
     layer_density: float = 1.0      #: ... how many times denser (>= 1), each point weighted by
                                     #: the inverse (the loss stays a quadrature of mean r^2)
+    interior_milestones: list[int] = field(default_factory=list)  #: steps from which the
+                                    #: fresh interior points (resample_every) number
+                                    #: interior_counts instead of interior: few cheap steps
+                                    #: early, less noise late ([]: interior throughout)
+    interior_counts: list[int] = field(default_factory=list)  #: ... one per milestone
+
+    def interior_at(self, step: int) -> int:
+        """M_Omega of the fresh points of ``step``: ``interior``, from each milestone on its
+        count."""
+        count = self.interior
+        for milestone, n in zip(self.interior_milestones, self.interior_counts):
+            count = n if step >= milestone else count
+        return count
+
+    @property
+    def most_interior(self) -> int:
+        """The largest M_Omega of the run (what memory and the curvature solver are sized
+        for)."""
+        return max([self.interior, *self.interior_counts])
 
 
 @dataclass

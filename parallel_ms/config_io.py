@@ -305,6 +305,19 @@ def validate(cfg: Config) -> None:
         if s.layer_width and bad:
             raise _error(key, value, f"{allowed} with sampling.layer_width > 0 (the coupling, "
                          "the weak residual, residual-based and Gauss points take equal weights)")
+    if len(s.interior_counts) != len(s.interior_milestones):
+        raise _error("sampling.interior_counts", s.interior_counts,
+                     f"one count per milestone of sampling.interior_milestones = "
+                     f"{s.interior_milestones}")
+    if any(b <= a for a, b in zip([0, *s.interior_milestones], s.interior_milestones)):
+        raise _error("sampling.interior_milestones", s.interior_milestones,
+                     "increasing steps >= 1")
+    if min(s.interior_counts, default=1) < 1:
+        raise _error("sampling.interior_counts", s.interior_counts, "counts >= 1")
+    if s.interior_milestones and not (s.resample_every or s.adaptive_every):
+        raise _error("sampling.interior_milestones", s.interior_milestones,
+                     "[] without sampling.resample_every or sampling.adaptive_every (the "
+                     "count changes when new points are drawn)")
     if cfg.sampling.method == "gauss" and cfg.sampling.resample_every:
         raise _error("sampling.resample_every", cfg.sampling.resample_every,
                      "0 with sampling.method = 'gauss' (the Gauss rule is fixed: every round "

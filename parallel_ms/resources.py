@@ -150,7 +150,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
     hybrid = cfg.train.method == "hybrid"
     outputs = cfg.outputs
     cells = cfg.coarse.cells or DEFAULT_COARSE_CELLS[dim]
-    points = (BoundaryLayer.of(cfg.sampling).points(cfg.sampling.interior, dim)
+    points = (BoundaryLayer.of(cfg.sampling).points(cfg.sampling.most_interior, dim)
               + (cfg.sampling.boundary if dim == 2 else 2)) / ranks
     n = cfg.network
     hidden = n.depth * n.width
@@ -178,7 +178,7 @@ def run_estimates(cfg: "Config", problem: "Problem", ranks: int) -> list[Estimat
         ball = (delta * cells + 1) if dim == 1 else math.pi * (delta * cells / 2) ** 2 + 1
         ball = min(ball, (cells + 1) ** dim)       # nodes within delta/2 of a point
         out.append(Estimate("the compression operator Q_delta",
-                            cfg.sampling.interior / ranks * ball * COMPRESSION_PER_NONZERO,
+                            cfg.sampling.most_interior / ranks * ball * COMPRESSION_PER_NONZERO,
                             "coupling.delta / coarse.cells / sampling.interior"))
         if cfg.coarse.space == "gmsfem":        # the nested fine mesh: as a P1 reference
             fine = float(cells * cfg.gmsfem.refinement + 1) ** dim
@@ -211,7 +211,7 @@ def curvature_rows(cfg: "Config", dim: int, ranks: int) -> float:
     shared by the ranks."""
     from parallel_ms.config import DEFAULT_COARSE_CELLS
     from parallel_ms.fine.sampling import BoundaryLayer
-    points = BoundaryLayer.of(cfg.sampling).points(cfg.sampling.interior, dim)
+    points = BoundaryLayer.of(cfg.sampling).points(cfg.sampling.most_interior, dim)
     rows = points * cfg.outputs * (dim if cfg.loss.form == "energy" else 1)
     if not cfg.network.hard_bc:
         rows += (cfg.sampling.boundary if dim == 2 else 2) * cfg.outputs

@@ -67,6 +67,29 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(mpiexec, tmp_path, 
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
 
 
+def test_interior_milestones_draw_what_a_resume_with_more_points_draws(mpiexec, tmp_path):
+    # sampling.interior_milestones: from step 4 on 900 fresh points a step instead of 600, as
+    # a run resumed after step 3 with sampling.interior=900 (the same points, bitwise)
+    extra = ["--case", "paper-2d", "--optimizer", "gauss-newton",
+             "--set", "sampling.resample_every=1", "--set", "estimate.every=1000"]
+    _run(mpiexec, tmp_path, "milestones", [*extra, "--set", "sampling.interior_milestones=[4]",
+                                          "--set", "sampling.interior_counts=[900]"], 5)
+    _run(mpiexec, tmp_path, "split", extra, 3)
+    out = mpiexec(2, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "split"),
+                      "--set", "train.steps=5", "--set", "sampling.interior=900"], timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    full, _ = _network(tmp_path / "milestones" / "checkpoint.h5")
+    split, _ = _network(tmp_path / "split" / "checkpoint.h5")
+    for k in full:
+        assert np.array_equal(full[k], split[k]), k
+    with h5py.File(tmp_path / "milestones" / "checkpoint.h5", "r") as f:
+        n = int(np.array(f["rank/0/points/n_interior"]))
+    assert 800 < n < 1000, n
+    losses = [[r["loss"] for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))]
+              for name in ("milestones", "split")]
+    assert losses[0] == losses[1] and len(losses[0]) == 5
+
+
 def test_missing_and_corrupt_checkpoints_are_one_line_errors(mpiexec, tmp_path):
     out = mpiexec(2, ["-m", "parallel_ms", "run", "--resume", str(tmp_path / "nowhere")])
     assert out.returncode == 2

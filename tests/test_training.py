@@ -59,12 +59,33 @@ def test_config_errors_are_one_line(override, message):
      "train.method = 'hybrid' (allowed: 'pinn' with sampling.layer_width > 0"),
     (["sampling.layer_width=0.01", "loss.tau_weak=1"],
      "loss.tau_weak = 1.0 (allowed: 0 with sampling.layer_width > 0"),
+    (["sampling.resample_every=1", "sampling.interior_milestones=[40, 80]",
+      "sampling.interior_counts=[6000]"],
+     "sampling.interior_counts = [6000] (allowed: one count per milestone of "
+     "sampling.interior_milestones = [40, 80])"),
+    (["sampling.resample_every=1", "sampling.interior_milestones=[80, 40]",
+      "sampling.interior_counts=[6000, 9000]"],
+     "sampling.interior_milestones = [80, 40] (allowed: increasing steps >= 1)"),
+    (["sampling.resample_every=1", "sampling.interior_milestones=[80]",
+      "sampling.interior_counts=[0]"], "sampling.interior_counts = [0] (allowed: counts >= 1)"),
+    (["sampling.interior_milestones=[80]", "sampling.interior_counts=[6000]"],
+     "sampling.interior_milestones = [80] (allowed: [] without sampling.resample_every or "
+     "sampling.adaptive_every"),
     (["sampling.layer_width=0.01", "sampling.adaptive_every=5"],
      "sampling.adaptive_every = 5 (allowed: 0 with sampling.layer_width > 0"),
 ])
 def test_settings_that_cannot_pair_are_refused_in_one_line(overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
         config.load(None, overrides)
+
+
+def test_interior_counts_from_their_milestones_on():
+    s = config.load(None, ["sampling.interior=3000", "sampling.resample_every=1",
+                           "sampling.interior_milestones=[80, 120]",
+                           "sampling.interior_counts=[9000, 6000]"]).sampling
+    assert [s.interior_at(k) for k in (1, 79, 80, 119, 120, 500)] == [3000, 3000, 9000, 9000,
+                                                                      6000, 6000]
+    assert s.most_interior == 9000 and config.SamplingConfig().most_interior == 25000
 
 
 def test_config_toml_roundtrip(tmp_path):

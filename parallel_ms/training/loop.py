@@ -164,29 +164,30 @@ class Trainer:
         return {"estimated_rel_l2": est.rel_l2, "estimated_rel_h1": est.rel_h1,
                 "corrected_rel_l2": l2, "corrected_rel_h1": h1}
 
-    def resample(self, round_: int, adaptive: bool = True) -> None:
-        """New interior points: residual-based (RAD) or fresh ones of ``sampling.method``."""
+    def resample(self, round_: int, count: int, adaptive: bool = True) -> None:
+        """``count`` new interior points: residual-based (RAD) or fresh ones of
+        ``sampling.method``."""
         c = self.cfg.sampling
         old = self.s.objective.shard
         if adaptive:
             interior = resample_adaptive(
-                self.s.coarse_mesh, c.interior, c.seed, round_,
+                self.s.coarse_mesh, count, c.seed, round_,
                 lambda x: self.s.objective.pointwise_residual(self.s.net, x),
                 c.adaptive_beta, c.adaptive_c, self.ctx.comm)
         else:
-            interior = interior_sample(self.s.coarse_mesh, c.interior, c.method, c.seed, round_,
+            interior = interior_sample(self.s.coarse_mesh, count, c.method, c.seed, round_,
                                        self.s.layer)
         self.s.objective.set_points(self.s.layer.weigh(old.with_interior(interior, self.ctx.comm),
                                                        self.ctx.comm))
 
     def resample_if_due(self, step: int) -> None:
         """The point set of ``step``: residual-based every ``sampling.adaptive_every`` steps,
-        fresh every ``sampling.resample_every`` steps."""
+        fresh every ``sampling.resample_every`` steps, as many as ``step``'s count."""
         c = self.cfg.sampling
         if c.adaptive_every and step % c.adaptive_every == 0:
-            self.resample(step // c.adaptive_every)
+            self.resample(step // c.adaptive_every, c.interior_at(step))
         if c.resample_every and step % c.resample_every == 0:
-            self.resample(step // c.resample_every, adaptive=False)
+            self.resample(step // c.resample_every, c.interior_at(step), adaptive=False)
 
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
