@@ -136,6 +136,9 @@ def test_every_setting_at_its_boundary_values(key, tmp_path_factory, monkeypatch
     # is never taken
     never = {int: ("nan", "empty", "overflow"), float: ("nan", "empty")}.get(_kind(key),
                                                                           ("empty",))
+    section, _, name = key.partition(".")
+    if getattr(getattr(config.Config(), section), name) == []:
+        never = ()                       # an empty list is this key's default: it is taken
     assert all(outcomes[v] != "ran" for v in never), outcomes
 
 
