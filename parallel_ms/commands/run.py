@@ -79,12 +79,12 @@ def main(args: argparse.Namespace) -> int:
         raise
 
 
-def _points(cfg: config.Config, shard: "Shard") -> str:
+def _points(cfg: config.Config, shard: "Shard", step: int = 1) -> str:
     """The run header's point count: the boundary points only where their rows are used (no
-    hard boundary condition), the configured count where fresh points replace the current ones
-    (at a resume the checkpoint's set may have another size)."""
+    hard boundary condition), the configured count of ``step`` (the next one) where fresh
+    points replace the current ones (at a resume the checkpoint's set may have another size)."""
     c = cfg.sampling
-    interior = (f"{c.interior} fresh interior points every {c.resample_every} step(s)"
+    interior = (f"{c.interior_at(step)} fresh interior points every {c.resample_every} step(s)"
                 if c.resample_every else f"{shard.n_interior} interior points")
     return interior + (" (hard boundary condition)" if cfg.network.hard_bc
                        else f" + {shard.n_boundary} boundary points")
@@ -106,8 +106,8 @@ def _train(args: argparse.Namespace, cfg: config.Config, ctx: parallel.ParallelC
     parallel.print0(f"{cfg.train.method} on {trainer.s.problem.name} "
                     f"({trainer.s.problem.summary()}); {cfg.network.kind} network, "
                     f"{sum(p.numel() for p in trainer.params)} parameters, {cfg.network.dtype}; "
-                    f"{_points(cfg, trainer.s.objective.shard)} on {ctx.size} rank(s), "
-                    f"device {ctx.device}; run directory {run_dir.path}")
+                    f"{_points(cfg, trainer.s.objective.shard, trainer.current_step + 1)} on "
+                    f"{ctx.size} rank(s), device {ctx.device}; run directory {run_dir.path}")
     if trainer.s.objective.coupling is not None:
         parallel.print0(trainer.s.objective.coupling.describe())
 
